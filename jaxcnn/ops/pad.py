@@ -1,0 +1,71 @@
+"""Padding with torch.nn.functional.pad semantics.
+
+Modes: ``constant`` (alias ``zeros``), ``reflect`` (mirror without repeating the edge),
+``replicate`` (repeat the edge), ``circular`` (wrap around). Negative constant padding
+crops, as in torch.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+
+from .layout import spatial_axes
+
+_NUMPY_MODE = {"constant": "constant", "zeros": "constant", "reflect": "reflect",
+               "replicate": "edge", "circular": "wrap"}
+
+
+def pad(x, pad: Sequence[int], mode: str = "constant", value: float = 0.0):
+    """torch ``F.pad``: ``pad`` lists ``(left, right)`` pairs starting from the LAST axis.
+
+    ``pad=(1, 1, 2, 0)`` pads the last axis by 1 on both sides and the second-to-last by
+    2 before and 0 after.
+    """
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2:
+        raise ValueError(f"pad: padding length must be even (pairs per axis), got {len(pad)}: {pad}")
+    n = len(pad) // 2
+    if n > x.ndim:
+        raise ValueError(f"pad: {n} axes of padding given for an input of rank {x.ndim} (shape {x.shape})")
+    pairs = [(0, 0)] * (x.ndim - n) + [(pad[2 * i], pad[2 * i + 1]) for i in reversed(range(n))]
+    return pad_axes(x, pairs, mode=mode, value=value, op="pad")
+
+
+def pad_axes(x, pairs, mode: str = "constant", value: float = 0.0, op: str = "pad"):
+    """Pad every axis of ``x`` by the ``(lo, hi)`` pair at the same position in ``pairs``."""
+    if mode not in _NUMPY_MODE:
+        raise ValueError(f"{op}: padding mode must be one of {sorted(_NUMPY_MODE)}, got {mode!r}")
+    x = jnp.asarray(x)
+    np_mode = _NUMPY_MODE[mode]
+    if np_mode == "constant":
+        crop = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pairs]
+        if any(c != (0, 0) for c in crop):
+            x = x[tuple(slice(lo, x.shape[i] - hi) for i, (lo, hi) in enumerate(crop))]
+        pos = [(max(lo, 0), max(hi, 0)) for lo, hi in pairs]
+        if any(p != (0, 0) for p in pos):
+            x = jnp.pad(x, pos, mode="constant", constant_values=value)
+        return x
+    for axis, (lo, hi) in enumerate(pairs):
+        if lo < 0 or hi < 0:
+            raise ValueError(f"{op}: negative padding is only supported in constant mode, got {(lo, hi)}")
+        size = x.shape[axis]
+        if mode == "reflect" and (lo >= size or hi >= size):
+            raise ValueError(f"{op}: reflect padding {(lo, hi)} must be smaller than the axis size {size} "
+                             f"(input shape {x.shape})")
+        if mode == "circular" and (lo > size or hi > size):
+            raise ValueError(f"{op}: circular padding {(lo, hi)} must not exceed the axis size {size} "
+                             f"(input shape {x.shape})")
+        if mode == "replicate" and size == 0 and (lo or hi):
+            raise ValueError(f"{op}: cannot replicate-pad an empty axis (input shape {x.shape})")
+    if all(p == (0, 0) for p in pairs):
+        return x
+    return jnp.pad(x, pairs, mode=np_mode)
+
+
+def pad_spatial(x, pads, mode: str = "constant", layout: str = "NHWC", value: float = 0.0, op: str = "pad"):
+    """Pad only the spatial axes of a batched array by per-dimension ``(lo, hi)`` pairs."""
+    pairs = [(0, 0)] * x.ndim
+    for axis, p in zip(spatial_axes(x.ndim, layout, op), pads):
+        pairs[axis] = tuple(p)
+    return pad_axes(x, pairs, mode=mode, value=value, op=op)
