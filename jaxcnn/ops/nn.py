@@ -1,0 +1,237 @@
+"""Dense, flatten, batch norm, dropout, upsampling, channel shuffle and losses."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from .checks import as_float_array
+from .layout import channel_axis, channels_last, spatial_axes
+from .shapes import describe
+
+
+def dense(x, w, b=None):
+    """``x @ w + b`` with ``w`` of shape ``(in_features, out_features)`` (flax's convention)."""
+    x = as_float_array(x, "dense")
+    if w.ndim != 2:
+        raise ValueError(f"dense: weight must be 2-D (in_features, out_features), got shape {describe(w.shape)}")
+    if x.shape[-1] != w.shape[0]:
+        raise ValueError(f"dense: expected {w.shape[0]} input features on the last axis, got {x.shape[-1]} "
+                         f"(input shape {describe(x.shape)}, weight {describe(w.shape)})")
+    y = x @ w
+    return y if b is None else y + b
+
+
+def flatten(x, start_dim: int = 1, end_dim: int = -1):
+    """torch.flatten: merge axes ``start_dim..end_dim`` into one."""
+    start = start_dim % x.ndim
+    end = end_dim % x.ndim
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} is after end_dim {end_dim} for rank {x.ndim}")
+    return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:]) if x.size else \
+        x.reshape(x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:])
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, *, train: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5, axis_name=None, layout: str = "NHWC"):
+    """Batch normalisation, pure: returns ``(y, new_running_mean, new_running_var)``.
+
+    torch semantics: in training the batch mean and biased variance normalise, and the
+    running statistics move by ``momentum`` towards the batch mean and the UNBIASED
+    variance; in evaluation the running statistics normalise and are returned unchanged.
+    ``axis_name`` averages the batch statistics over that mapped axis (pmap/shard_map),
+    giving the statistics of the global batch.
+    """
+    op = "batch_norm"
+    x = as_float_array(x, op)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: expected an input of rank >= 2 (N, ..., C), got shape {describe(x.shape)}")
+    ch = channel_axis(x.ndim, layout, op)
+    c = x.shape[ch]
+    for name, arr in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                      ("bias", bias)):
+        if arr is not None and tuple(arr.shape) != (c,):
+            raise ValueError(f"{op}: {name} must have shape ({c},) for {c} channels on axis {ch}, "
+                             f"got {describe(arr.shape)} (input shape {describe(x.shape)}, layout={layout!r})")
+    reduce_axes = tuple(a for a in range(x.ndim) if a != ch)
+    bshape = [1] * x.ndim
+    bshape[ch] = c
+    if train:
+        mean = jnp.mean(x, axis=reduce_axes)
+        mean_sq = jnp.mean(jnp.square(x), axis=reduce_axes)
+        count = np.prod([x.shape[a] for a in reduce_axes])
+        if axis_name is not None:
+            mean, mean_sq = lax.pmean((mean, mean_sq), axis_name)
+            count = count * lax.psum(1, axis_name)
+        var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
+        if count <= 1 if isinstance(count, (int, np.integer)) else False:
+            raise ValueError(f"{op}: training needs more than one value per channel, got input shape "
+                             f"{describe(x.shape)}")
+        if running_mean is not None:
+            unbiased = var * count / (count - 1)
+            new_mean = (1 - momentum) * running_mean + momentum * lax.stop_gradient(mean)
+            new_var = (1 - momentum) * running_var + momentum * lax.stop_gradient(unbiased)
+        else:
+            new_mean, new_var = running_mean, running_var
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError(f"{op}: evaluation mode needs running_mean and running_var")
+        mean, var = running_mean, running_var
+        new_mean, new_var = running_mean, running_var
+    y = (x - mean.reshape(bshape)) * lax.rsqrt(var.reshape(bshape) + eps)
+    if weight is not None:
+        y = y * weight.reshape(bshape)
+    if bias is not None:
+        y = y + bias.reshape(bshape)
+    return y, new_mean, new_var
+
+
+def _check_rate(rate, op):
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{op}: rate must be in [0, 1), got {rate}")
+
+
+def dropout(key, x, rate: float, *, train: bool):
+    """Inverted dropout: zero each element with probability ``rate`` and scale the rest by
+    ``1/(1-rate)`` when ``train``; identity otherwise. ``key`` is required when training."""
+    _check_rate(rate, "dropout")
+    if not train or rate == 0.0:
+        return x
+    if key is None:
+        raise ValueError("dropout: train=True needs a PRNG key (pass key=...)")
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
+    """Channel dropout (torch's Dropout2d): zero whole feature maps per example."""
+    _check_rate(rate, "spatial_dropout")
+    if not train or rate == 0.0:
+        return x
+    if key is None:
+        raise ValueError("spatial_dropout: train=True needs a PRNG key (pass key=...)")
+    shape = [1] * x.ndim
+    shape[0] = x.shape[0]
+    shape[channel_axis(x.ndim, layout, "spatial_dropout")] = x.shape[channel_axis(x.ndim, layout)]
+    keep = jax.random.bernoulli(key, 1.0 - rate, tuple(shape))
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def _source_coords(out_size, in_size, scale, mode, align_corners):
+    """Source coordinate of every output cell along one axis (torch.nn.functional.interpolate)."""
+    dst = np.arange(out_size, dtype=np.float64)
+    if mode == "nearest":
+        return np.minimum(np.floor(dst * scale).astype(np.int64), in_size - 1)
+    if align_corners:
+        return dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else np.zeros(out_size)
+    return np.maximum((dst + 0.5) * scale - 0.5, 0.0)
+
+
+def upsample(x, size=None, scale_factor=None, mode: str = "nearest", align_corners=None, *,
+             layout: str = "NHWC"):
+    """Resize spatial axes like ``torch.nn.functional.interpolate``.
+
+    ``mode``: "nearest", or "linear"/"bilinear"/"trilinear" (all separable linear
+    interpolation); exactly one of ``size`` and ``scale_factor``.
+    """
+    op = "upsample"
+    x = as_float_array(x, op)
+    if mode not in ("nearest", "linear", "bilinear", "trilinear"):
+        raise ValueError(f"{op}: mode must be 'nearest', 'linear', 'bilinear' or 'trilinear', got {mode!r}")
+    if mode == "nearest" and align_corners:
+        raise ValueError(f"{op}: align_corners only applies to the linear modes")
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"{op}: give exactly one of size and scale_factor")
+    axes = spatial_axes(x.ndim, layout, op)
+    rank = len(axes)
+    if size is not None:
+        outs = [int(size)] * rank if isinstance(size, (int, np.integer)) else [int(s) for s in size]
+        scales = [n / o for n, o in zip((x.shape[a] for a in axes), outs)]
+    else:
+        factors = [float(scale_factor)] * rank if np.isscalar(scale_factor) else [float(f) for f in scale_factor]
+        outs = [int(np.floor(x.shape[a] * f)) for a, f in zip(axes, factors)]
+        scales = [1.0 / f for f in factors]
+    if len(outs) != rank:
+        raise ValueError(f"{op}: size/scale_factor needs {rank} entries, got {size or scale_factor!r}")
+    y = x
+    for a, o, scale in zip(axes, outs, scales):
+        n = x.shape[a]
+        src = _source_coords(o, n, scale, "nearest" if mode == "nearest" else "linear", bool(align_corners))
+        if mode == "nearest":
+            y = jnp.take(y, jnp.asarray(src), axis=a)
+            continue
+        lo = np.minimum(np.floor(src).astype(np.int64), n - 1)
+        hi = np.minimum(lo + 1, n - 1)
+        frac = (src - lo).astype(np.float64)
+        wshape = [1] * y.ndim
+        wshape[a] = o
+        frac = jnp.asarray(frac.reshape(wshape), y.dtype)
+        y = jnp.take(y, jnp.asarray(lo), axis=a) * (1 - frac) + jnp.take(y, jnp.asarray(hi), axis=a) * frac
+    return y
+
+
+def channel_shuffle(x, groups: int, *, layout: str = "NHWC"):
+    """ShuffleNet's channel shuffle: view channels as (groups, C/groups), transpose, flatten."""
+    ch = channel_axis(x.ndim, layout, "channel_shuffle")
+    c = x.shape[ch]
+    if groups < 1 or c % groups:
+        raise ValueError(f"channel_shuffle: groups={groups} must divide the channel count {c}")
+    shape = x.shape[:ch] + (groups, c // groups) + x.shape[ch + 1:]
+    y = jnp.swapaxes(x.reshape(shape), ch, ch + 1)
+    return y.reshape(x.shape)
+
+
+def _check_labels(logits, labels, op):
+    labels = jnp.asarray(labels) if not isinstance(labels, jax.core.Tracer) else labels
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"{op}: labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"{op}: labels shape {describe(labels.shape)} must match logits shape "
+                         f"{describe(logits.shape)} without its class axis")
+    if not isinstance(labels, jax.core.Tracer) and labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= logits.shape[-1]:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{op}: label {bad} is out of range for {logits.shape[-1]} classes "
+                             f"(expected 0..{logits.shape[-1] - 1})")
+    return labels
+
+
+def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, reduction: str = "mean"):
+    """Softmax cross-entropy on integer labels with torch's label smoothing:
+    ``(1 - e) * nll + e * mean_c(-log p_c)``. ``reduction``: "mean", "sum" or "none"."""
+    op = "cross_entropy"
+    logits = as_float_array(logits, op, "logits")
+    labels = _check_labels(logits, labels, op)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    loss = nll if label_smoothing == 0.0 else \
+        (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
+    if reduction == "mean":
+        return jnp.mean(loss)
+    if reduction == "sum":
+        return jnp.sum(loss)
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def accuracy(logits, labels):
+    """Fraction of rows whose arg-max equals the label."""
+    labels = _check_labels(as_float_array(logits, "accuracy", "logits"), labels, "accuracy")
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+def mse_loss(y, target, *, reduction: str = "mean"):
+    """Squared error; ``reduction="sum"`` gives the seeds' summed squared error."""
+    err = jnp.square(jnp.asarray(y) - jnp.asarray(target))
+    if reduction == "mean":
+        return jnp.mean(err)
+    if reduction == "sum":
+        return jnp.sum(err)
+    if reduction == "none":
+        return err
+    raise ValueError(f"mse_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
