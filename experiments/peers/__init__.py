@@ -1,0 +1,1 @@
+"""Peer implementations (PyTorch, flax.linen) of zoo models, for side-by-side benchmarks."""
