@@ -5,7 +5,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# XLA CPU runs convolution backward passes slowly; this flag routes individual
+# convolutions away from the YNN fusion and was measured faster on CNN train steps
+# (experiments/bench_train.py). It only takes effect if set before jax is imported,
+# which is why the command line -- not the library -- sets it. JAXCNN_XLA_TUNING=0 opts out.
+XLA_CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
+
+
+def apply_xla_tuning(environ=os.environ) -> None:
+    """Add :data:`XLA_CPU_FLAGS` to ``XLA_FLAGS`` unless opted out or jax is already loaded."""
+    if environ.get("JAXCNN_XLA_TUNING", "1") == "0" or "jax" in sys.modules:
+        return
+    flags = environ.get("XLA_FLAGS", "")
+    for flag in XLA_CPU_FLAGS:
+        if flag.split("=")[0] not in flags:
+            flags = f"{flags} {flag}".strip()
+    environ["XLA_FLAGS"] = flags
 
 # Subcommand modules, in the order `jaxcnn --help` lists them.
 COMMANDS = [
@@ -22,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_xla_tuning()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
