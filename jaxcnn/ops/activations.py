@@ -11,15 +11,17 @@ def identity(x):
 
 
 def relu(x):
-    return jnp.maximum(x, 0)
+    # jax.nn.relu: derivative 0 at 0 (torch); jnp.maximum would split the tie (0.5).
+    return jax.nn.relu(x)
 
 
 def relu6(x):
-    return jnp.clip(x, 0, 6)
+    # jax.nn.relu6: derivative 0 at 0 and 6 (torch's hardtanh rule); jnp.clip gives 0.5.
+    return jax.nn.relu6(x)
 
 
 def leaky_relu(x, negative_slope: float = 0.01):
-    return jnp.where(x >= 0, x, negative_slope * x)
+    return jnp.where(x > 0, x, negative_slope * x)  # torch: slope at 0
 
 
 def sigmoid(x):
@@ -31,7 +33,8 @@ def tanh(x):
 
 
 def elu(x, alpha: float = 1.0):
-    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0)))
+    # where, not minimum: the derivative at 0 is alpha (torch), not alpha/2.
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.where(x > 0, 0.0, x)))
 
 
 def selu(x):

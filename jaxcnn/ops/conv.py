@@ -65,6 +65,7 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1, padd
     An input without the batch axis is accepted and returned without it.
     """
     op = "conv"
+    channels_last(layout, op)          # a bad layout is reported under this op's name
     x = as_float_array(x, op)
     w = as_float_array(w, op, "weight")
     b = None if b is None else as_float_array(b, op, "bias")
@@ -127,6 +128,7 @@ def conv_transpose(x, w, b=None, *, stride=1, padding=0, output_padding=0, dilat
     ``padding`` is an int, per-dim ints or per-dim ``(lo, hi)`` pairs (or ``"valid"``).
     """
     op = "conv_transpose"
+    channels_last(layout, op)          # a bad layout is reported under this op's name
     x = as_float_array(x, op)
     w = as_float_array(w, op, "weight")
     b = None if b is None else as_float_array(b, op, "bias")

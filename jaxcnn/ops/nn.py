@@ -58,13 +58,16 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, *, train: b
     bshape = [1] * x.ndim
     bshape[ch] = c
     if train:
+        # Two passes (mean, then mean squared deviation): E[x^2] - E[x]^2 cancels
+        # catastrophically in float32 when |mean| >> std.
         mean = jnp.mean(x, axis=reduce_axes)
-        mean_sq = jnp.mean(jnp.square(x), axis=reduce_axes)
         count = np.prod([x.shape[a] for a in reduce_axes])
         if axis_name is not None:
-            mean, mean_sq = lax.pmean((mean, mean_sq), axis_name)
+            mean = lax.pmean(mean, axis_name)
             count = count * lax.psum(1, axis_name)
-        var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
+        var = jnp.mean(jnp.square(x - mean.reshape(bshape)), axis=reduce_axes)
+        if axis_name is not None:
+            var = lax.pmean(var, axis_name)
         if count <= 1 if isinstance(count, (int, np.integer)) else False:
             raise ValueError(f"{op}: training needs more than one value per channel, got input shape "
                              f"{describe(x.shape)}")

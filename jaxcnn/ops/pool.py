@@ -89,10 +89,34 @@ def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool
     x = jnp.asarray(as_float_array(x, op) if not hasattr(x, "dtype") else x)
     win = _Window(x, kernel_size, stride, padding, dilation, ceil_mode, layout, op)
     xb = win.x
-    y = win.reduce(xb, jnp.array(_lowest(xb.dtype), xb.dtype), lax.max)
+    # A concrete (numpy) init, not a traced one: only then does reduce_window lower to the
+    # differentiable max/add monoid under jit (a traced init gives a generic reduce_window
+    # without a reverse-mode rule).
+    if all(d == 1 for d in win.dilation):
+        y = win.reduce(xb, np.array(_lowest(xb.dtype), xb.dtype), lax.max)
+    else:
+        # JAX has no VJP for a window-dilated max reduce_window: gather the window taps.
+        y = _dilated_max(win, xb)
     if not return_indices:
         return win.finish(y)
     return win.finish(y), win.finish(_argmax_indices(win, xb))
+
+
+def _dilated_max(win: _Window, xb):
+    """Max over dilated windows from strided slices of the -inf-padded input, one per
+    kernel tap (scan order), selecting the first maximum so that the gradient goes to
+    that single element, as in torch."""
+    lowest = np.array(_lowest(xb.dtype), xb.dtype)
+    xp = jnp.pad(xb, win.full(win.pads, (0, 0)), constant_values=lowest)
+    taps = []
+    for offset in np.ndindex(*win.kernel):
+        index = [slice(None)] * xb.ndim
+        for a, k, d, s, o in zip(win.axes, offset, win.dilation, win.stride, win.out):
+            index[a] = slice(k * d, k * d + (o - 1) * s + 1, s)
+        taps.append(xp[tuple(index)])
+    stacked = jnp.stack(taps)
+    first = jnp.argmax(stacked, axis=0)           # first maximum; NaN counts as maximum
+    return jnp.take_along_axis(stacked, first[None], axis=0)[0]
 
 
 def _argmax_indices(win: _Window, xb):
@@ -133,7 +157,7 @@ def avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False, co
     op = "avg_pool"
     x = as_float_array(x, op)
     win = _Window(x, kernel_size, stride, padding, 1, ceil_mode, layout, op)
-    sums = win.reduce(win.x, jnp.array(0, win.x.dtype), lax.add)
+    sums = win.reduce(win.x, np.array(0, win.x.dtype), lax.add)  # concrete init: see max_pool
     if divisor_override is not None:
         if divisor_override == 0:
             raise ValueError(f"{op}: divisor_override must be non-zero")

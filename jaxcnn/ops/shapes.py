@@ -118,4 +118,6 @@ def resolve_conv_padding(padding, kernel: Sequence[int], stride: Sequence[int], 
 
 
 def describe(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    """A shape as Python writes a tuple: ``(7,)`` for one axis, ``(2, 3)`` otherwise."""
+    items = [str(s) for s in shape]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
