@@ -1,3 +1,20 @@
-"""Explicit (hand-written) backward passes and the machinery to train with them."""
+"""Explicit (hand-written) backward passes and the machinery to train with them.
+
+``conv_backward``, ``conv_transpose_backward``, ``max_pool_backward``,
+``avg_pool_backward``, ``adaptive_avg_pool_backward``, ``dense_backward``,
+``activation_backward``, ``batch_norm_backward`` compute VJPs with lax convolutions,
+windows, pads, slices and dot products only (never jax.grad/vjp/jvp). Importing this
+package registers their custom_vjp twins in :mod:`dispatch`.
+"""
 from .mode import backprop_mode, current_mode  # noqa: F401
 from . import dispatch  # noqa: F401
+from .activations import activation_backward, log_softmax_backward, softmax_backward  # noqa: F401
+from .conv import conv_backward, conv_transpose_backward  # noqa: F401
+from .dense import dense_backward  # noqa: F401
+from .losses import cross_entropy_backward, mse_loss_backward  # noqa: F401
+from .matrix import conv_matrix, conv_transpose_matrix  # noqa: F401
+from .norm import batch_norm_backward  # noqa: F401
+from .padfold import fold_padding  # noqa: F401
+from .pool import (adaptive_avg_pool_backward, avg_pool_backward, global_avg_pool_backward,  # noqa: F401
+                   global_max_pool_backward, max_pool_backward, max_pool_ties)
+from . import twins  # noqa: F401,E402  (registers the explicit twins in dispatch)

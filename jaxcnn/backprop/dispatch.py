@@ -1,7 +1,8 @@
 """The ops as the layers call them: ``dispatch.conv(...)`` is ``jaxcnn.ops.conv`` under
 the "autodiff" mode and its custom_vjp twin (explicit backward) under "explicit".
 
-Twins register themselves with :func:`register`. In explicit mode an op without a
+Twins register themselves with :func:`register` (``jaxcnn.backprop.twins``, imported by
+``jaxcnn.backprop``). Observers (:func:`jaxcnn.backprop.observe.observe`) see every call. In explicit mode an op without a
 twin raises instead of silently falling back to autodiff, unless it is listed in
 ``AUTODIFF_OK`` (ops with no parameters whose autodiff backward is the textbook one,
 e.g. reshapes).
@@ -12,9 +13,12 @@ from typing import Callable
 
 from .. import ops
 from .mode import current_mode
+from .observe import observers
 
 _EXPLICIT: dict[str, Callable] = {}
-AUTODIFF_OK = {"flatten", "channel_shuffle", "pad", "identity"}
+# reshapes/permutations (their autodiff backward is the inverse permutation) and
+# metrics that are never differentiated
+AUTODIFF_OK = {"flatten", "channel_shuffle", "pad", "identity", "accuracy"}
 
 
 def register(name: str):
@@ -33,6 +37,8 @@ def _make(name: str):
     autodiff_fn = getattr(ops, name)
 
     def call(*args, **kwargs):
+        for callback in observers():
+            callback(name, args, kwargs)
         if current_mode() == "explicit":
             if name in _EXPLICIT:
                 return _EXPLICIT[name](*args, **kwargs)

@@ -1,0 +1,70 @@
+"""gradcheck: agreement on ops and a model-like Layer, the report table, max-pool tie
+detection, and the CLI."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn import cli
+from jaxcnn.backprop import dispatch as F
+from jaxcnn.gradcheck import TOLERANCES, gradcheck_fn, gradcheck_model, gradcheck_op
+
+
+def test_gradcheck_conv_op_passes_all_methods():
+    rng = np.random.default_rng(0)
+    rep = gradcheck_op("conv", rng.normal(size=(1, 7, 6, 2)), rng.normal(size=(3, 2, 1, 4)), rng.normal(size=4),
+                       stride=(2, 3), padding=[(1, 0), (2, 1)], dilation=(1, 2), groups=2, padding_mode="circular",
+                       check_kwargs={"fd_samples": 8})
+    assert rep.passed, rep.table()
+    assert {r.method for r in rep.rows} == set(TOLERANCES)
+    assert "conv x1" in rep.table() and "PASSED" in rep.table()
+
+
+def test_gradcheck_reports_max_pool_ties():
+    x = np.zeros((1, 4, 4, 1))
+    x[0, 0, 0, 0] = x[0, 0, 1, 0] = 1.0          # a tie in the first window, zeros tie elsewhere
+    rep = gradcheck_op("max_pool", x, kernel_size=2, check_kwargs={"fd_samples": 16})
+    assert rep.ties == 4
+    assert "tied maxima" in rep.table()
+    fd = [r for r in rep.rows if r.method == "finite_diff"][0]
+    assert not fd.passed and not rep.passed          # reported, not hidden
+    explicit = [r for r in rep.rows if r.method == "explicit"][0]
+    assert explicit.passed
+
+
+def test_gradcheck_detects_a_wrong_gradient():
+    @jax.custom_vjp
+    def bad(x):
+        return jnp.sin(x)
+
+    bad.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (g * jnp.cos(x) * 1.01,))
+    rep = gradcheck_fn(lambda x: bad(x), np.linspace(0.1, 1, 5))
+    assert not rep.passed
+
+
+class _TinyModel:
+    """A Layer-like model on dispatch ops: conv -> batch norm -> relu -> avg pool -> dense."""
+
+    def init(self, key, input_shape):
+        k1, k2 = jax.random.split(key)
+        params = {"w": jax.random.normal(k1, (3, 3, input_shape[-1], 3)) * 0.5, "b": jnp.zeros(3),
+                  "g": jnp.ones(3), "beta": jnp.zeros(3), "wd": jax.random.normal(k2, (12, 2)) * 0.5}
+        return params, {"mean": jnp.zeros(3), "var": jnp.ones(3)}
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        h = F.conv(x, params["w"], params["b"], padding=1)
+        h, m, v = F.batch_norm(h, state["mean"], state["var"], params["g"], params["beta"], train=train)
+        h = F.avg_pool(F.relu(h), 2)
+        return F.dense(h.reshape(h.shape[0], -1), params["wd"]), {"mean": m, "var": v}
+
+
+def test_gradcheck_model_train_mode():
+    rep = gradcheck_model(_TinyModel(), (2, 4, 4, 2), train=True, fd_samples=4, jacobian_max=30)
+    assert rep.passed, rep.table()
+    assert any(r.leaf == "params/w" for r in rep.rows) and any(r.leaf == "input" for r in rep.rows)
+
+
+def test_cli_gradcheck_op(capsys):
+    code = cli.main(["gradcheck", "--op", "conv", "--stride", "2", "--padding", "1", "--kernel", "3",
+                     "--input", "1,6,6,2", "--layout", "NHWC", "--fd-samples", "4"])
+    out = capsys.readouterr().out
+    assert code == 0 and "PASSED" in out and "finite_diff" in out
