@@ -7,7 +7,7 @@ A layer is a pair of pure functions over plain pytrees (see ../shared/design.md)
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
 
@@ -19,8 +19,14 @@ State = dict[str, Any]
 
 
 class Layer(NamedTuple):
-    """A named pair of pure functions: ``init`` builds parameters, ``apply`` runs."""
+    """A named pair of pure functions: ``init`` builds parameters, ``apply`` runs.
+
+    ``meta`` is a static, read-only description used by the inspection tools
+    (summary, receptive field, torch import): ``{"type": "Conv2d", ...hyper-parameters}``.
+    It never influences what ``init``/``apply`` compute.
+    """
 
     init: Callable[..., tuple[Shape, Params, State]]
     apply: Callable[..., tuple[Array, State]]
     name: str = "layer"
+    meta: Optional[Mapping[str, Any]] = None

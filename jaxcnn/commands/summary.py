@@ -1,0 +1,32 @@
+"""``jaxcnn summary MODEL --input 224,224,3 [--num-classes N]``: print the layer table."""
+from __future__ import annotations
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """"224,224,3" -> (224, 224, 3) (without the batch axis)."""
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--input must be comma-separated integers like 224,224,3, got {text!r}") from None
+    if not shape or any(v <= 0 for v in shape):
+        raise ValueError(f"--input must be positive integers, got {text!r}")
+    return shape
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("summary", help="per-layer output shapes, parameters and mult-adds")
+    p.add_argument("model", help="a name from jaxcnn.models.available()")
+    p.add_argument("--input", default=None, help="input shape without batch, NHWC, e.g. 224,224,3 "
+                                                 "(default: the model's natural input)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--batch", type=int, default=1)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..inspect.summary import summary
+    from ..models import create
+    model = create(args.model, num_classes=args.num_classes)
+    shape = parse_shape(args.input) if args.input else model.input_shape
+    print(summary(model, (args.batch,) + tuple(shape)))
+    return 0

@@ -1,0 +1,5 @@
+"""Model inspection: ``summary`` (a torchinfo/Keras-style table of output shapes,
+parameters and multiply-adds) and ``receptive_field`` (per-layer map size, jump, start
+and receptive field; ``region`` gives the input window that one output unit sees)."""
+from .receptive_field import RFRow, RFTable, receptive_field, region  # noqa: F401
+from .summary import Summary, summary  # noqa: F401

@@ -1,0 +1,92 @@
+"""Parameter-free layers: activations, Flatten, Dropout, SpatialDropout, Upsample,
+ChannelShuffle, Identity."""
+from __future__ import annotations
+
+from ..backprop import dispatch as F
+from .base import elementwise, leaf
+
+
+def Activation(name: str, **kwargs):
+    """Any activation of ``ops.get_activation(name)`` ("relu", "gelu", ...) as a layer."""
+    return elementwise(_TITLE.get(name, name.title()), lambda x: getattr(F, name)(x, **kwargs),
+                       {"activation": name, **kwargs})
+
+
+def _act(fn_name: str, title: str):
+    def make(name: str = title, **kwargs):
+        return elementwise(name, lambda x: getattr(F, fn_name)(x, **kwargs), {"activation": fn_name, **kwargs})
+    make.__name__ = title
+    make.__doc__ = f"``ops.{fn_name}`` as a layer (keyword arguments are passed to the op)."
+    return make
+
+
+_TITLE = {"relu": "ReLU", "relu6": "ReLU6", "leaky_relu": "LeakyReLU", "sigmoid": "Sigmoid", "tanh": "Tanh",
+          "elu": "ELU", "selu": "SELU", "gelu": "GELU", "silu": "SiLU", "softplus": "Softplus",
+          "hardswish": "Hardswish", "hardsigmoid": "Hardsigmoid", "softmax": "Softmax",
+          "log_softmax": "LogSoftmax", "identity": "Identity"}
+
+Relu = _act("relu", "ReLU")
+Relu6 = _act("relu6", "ReLU6")
+LeakyRelu = _act("leaky_relu", "LeakyReLU")
+Sigmoid = _act("sigmoid", "Sigmoid")
+Tanh = _act("tanh", "Tanh")
+Elu = _act("elu", "ELU")
+Selu = _act("selu", "SELU")
+Gelu = _act("gelu", "GELU")
+Silu = _act("silu", "SiLU")
+Softplus = _act("softplus", "Softplus")
+Hardswish = _act("hardswish", "Hardswish")
+Hardsigmoid = _act("hardsigmoid", "Hardsigmoid")
+Softmax = _act("softmax", "Softmax")
+LogSoftmax = _act("log_softmax", "LogSoftmax")
+
+
+def Identity(name: str = "Identity"):
+    """Returns its input."""
+    return elementwise(name, lambda x: x)
+
+
+def Flatten(start_dim: int = 1, name: str = "Flatten"):
+    """Flatten axes ``start_dim..`` into one (row-major: NHWC flattens as H, W, C)."""
+    meta = dict(type=name, kind="flatten", start_dim=start_dim, rf="global")
+    return leaf(name, meta, lambda p, s, x, train, key: F.flatten(x, start_dim))
+
+
+def _needs_key(name, rate, train, key):
+    if train and rate > 0 and key is None:
+        raise ValueError(f"{name}: train=True with rate={rate} needs a PRNG key (apply(..., key=...))")
+
+
+def Dropout(rate: float, name: str = "Dropout"):
+    """Inverted dropout: active only when ``apply(..., train=True, key=k)``."""
+    meta = dict(type=name, kind="dropout", rate=rate, rf="pointwise")
+
+    def forward(p, s, x, train, key):
+        _needs_key(name, rate, train, key)
+        return F.dropout(key, x, rate, train=train)
+    return leaf(name, meta, forward)
+
+
+def SpatialDropout(rate: float, layout: str = "NHWC", name: str = "SpatialDropout"):
+    """Drops whole channels (torch.nn.Dropout2d) when training."""
+    meta = dict(type=name, kind="dropout", rate=rate, layout=layout, rf="pointwise")
+
+    def forward(p, s, x, train, key):
+        _needs_key(name, rate, train, key)
+        return F.spatial_dropout(key, x, rate, train=train, layout=layout)
+    return leaf(name, meta, forward)
+
+
+def Upsample(size=None, scale_factor=None, mode: str = "nearest", align_corners=None, layout: str = "NHWC",
+             name: str = "Upsample"):
+    """torch.nn.Upsample (nearest, linear/bilinear/trilinear, bicubic)."""
+    meta = dict(type=name, kind="upsample", size=size, scale_factor=scale_factor, mode=mode, layout=layout,
+                rf="global")
+    return leaf(name, meta, lambda p, s, x, train, key: F.upsample(
+        x, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners, layout=layout))
+
+
+def ChannelShuffle(groups: int, layout: str = "NHWC", name: str = "ChannelShuffle"):
+    """ShuffleNet's channel shuffle: (g, C/g) -> (C/g, g) over the channel axis."""
+    meta = dict(type=name, kind="channel_shuffle", groups=groups, layout=layout, rf="pointwise")
+    return leaf(name, meta, lambda p, s, x, train, key: F.channel_shuffle(x, groups, layout=layout))
