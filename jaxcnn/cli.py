@@ -27,7 +27,12 @@ def apply_xla_tuning(environ=os.environ) -> None:
 
 # Subcommand modules, in the order `jaxcnn --help` lists them.
 COMMANDS = [
+    "train",
+    "eval",
     "demo",
+    "summary",
+    "receptive_field",
+    "gradcheck",
 ]
 
 

@@ -1,0 +1,50 @@
+"""``jaxcnn eval --checkpoint DIR``: evaluate a run's saved model on the test split."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a saved run (jaxcnn train --out DIR) on the test split")
+    p.add_argument("--checkpoint", required=True, help="the run directory (holding config.json and checkpoints/)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    p.add_argument("--dataset", default=None, help="evaluate on another dataset's test split (default: the run's)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    run_dir = os.path.abspath(args.checkpoint)
+    if os.path.basename(run_dir) == "checkpoints":
+        run_dir = os.path.dirname(run_dir)
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise SystemExit(f"no config.json in {run_dir}: pass the directory given to `jaxcnn train --out`")
+    with open(config_path) as f:
+        config = json.load(f)
+
+    from ..data import batches
+    from ..train import evaluate_model, restore_params
+    from .train import create_model, load_data
+
+    dataset = args.dataset or config["dataset"]
+    norm = config["normalization"]
+    _, test, _ = load_data(dataset, args.data_dir or config.get("data_dir"), normalization=(norm["mean"], norm["std"]))
+    model = create_model(config["model"], config["num_classes"])
+    params, state, step = restore_params(os.path.join(run_dir, "checkpoints"), args.step)
+    result = evaluate_model(model, params, state, batches(test, args.batch_size, seed=0, epoch=0, shuffle=False,
+                                                          drop_remainder=False),
+                            precision=config.get("precision", "fp32"))
+    record = {"checkpoint": run_dir, "step": step, "dataset": dataset, "examples": int(result["count"]),
+              "test_loss": result["loss"], "test_accuracy": result["accuracy"]}
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(f"{config['model']} step {step} on {dataset} test ({record['examples']} examples): "
+              f"loss={result['loss']:.4f} accuracy={result['accuracy']:.4f}")
+    sys.stdout.flush()
+    return 0

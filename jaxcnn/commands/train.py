@@ -1,0 +1,139 @@
+"""``jaxcnn train``: train a zoo model on a dataset (default: a small CNN on the
+embedded 8x8 digits, under a minute on 2 CPU cores), writing ``DIR/config.json``,
+``DIR/metrics.jsonl`` (one line per evaluation) and orbax checkpoints ``DIR/checkpoints``."""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+
+DEFAULT_MODEL = "digits_cnn"
+AUGMENTS = ("none", "crop", "flip", "crop_flip")
+
+
+def register(subparsers) -> None:
+    from ..train.optim import OPTIMIZERS, SCHEDULES
+    p = subparsers.add_parser("train", help="train a model (default: a small CNN on the embedded digits)",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="a name from jaxcnn.models.available()")
+    p.add_argument("--dataset", default="digits", help="digits, synthetic, fashion_mnist, idx:PATH or a TFDS name")
+    p.add_argument("--data-dir", default=None, help="TFDS data directory")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size (all devices, all processes)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    p.add_argument("--momentum", type=float, default=0.9, help="for --optimizer momentum")
+    p.add_argument("--schedule", choices=SCHEDULES + ("one-cycle",), default="onecycle")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup for --schedule cosine")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--clip-norm", type=float, default=None, help="clip the global gradient norm")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: compute in bfloat16, keep float32 parameters")
+    p.add_argument("--parallel", choices=("none", "pmap", "sharded"), default="none")
+    p.add_argument("--backprop", choices=("autodiff", "explicit"), default="autodiff")
+    p.add_argument("--augment", choices=AUGMENTS, default="none", help="on-device random crop and/or flip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate + checkpoint every N steps (0: every epoch)")
+    p.add_argument("--log-every", type=int, default=50, help="fetch metrics to the host every N steps")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--process-id", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def create_model(name: str, num_classes: int, *, pmap: bool = False, hparams: dict | None = None):
+    """``models.create``; under pmap every batch norm of the model averages its batch
+    statistics across devices (``axis_name="batch"``, torch's SyncBatchNorm), so a pmap
+    run computes what the one-device run on the same global batch computes."""
+    from ..layers import sync_batch_norm
+    from ..models import create
+    with sync_batch_norm("batch" if pmap else None):
+        return create(name, num_classes=num_classes, **dict(hparams or {}))
+
+
+def load_data(dataset: str, data_dir, normalization=None):
+    """(train, test, normalization): both splits normalised with the train split's statistics."""
+    from ..data import Normalization, channel_stats, load_dataset, normalize, to_unit_range
+    train = load_dataset(dataset, "train", data_dir=data_dir)
+    test = load_dataset(dataset, "test", data_dir=data_dir)
+    train, test = (d.replace(images=to_unit_range(d.images)) for d in (train, test))
+    if normalization is None:
+        normalization = channel_stats(train)
+    else:
+        normalization = Normalization(*(__import__("numpy").asarray(v, "float32") for v in normalization))
+    return normalize(train, normalization), normalize(test, normalization), normalization
+
+
+def run(args) -> int:
+    if args.coordinator:  # before anything initialises a jax backend
+        from ..train import distributed
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif args.num_processes != 1:
+        raise SystemExit("--num-processes > 1 needs --coordinator HOST:PORT")
+
+    import jax
+
+    from ..data import augment as augment_images, batches, steps_per_epoch
+    from ..ops import cross_entropy
+    from ..train import NonFiniteLossError, fit, make_optimizer, make_schedule
+
+    # ---------------------------------------------------------------- data + model
+    train, test, norm = load_data(args.dataset, args.data_dir)
+    n_proc, proc = jax.process_count(), jax.process_index()
+    steps = steps_per_epoch(len(train), args.batch_size)
+    if steps < 1:
+        raise SystemExit(f"--batch-size {args.batch_size} exceeds the {len(train)} training examples")
+    model = create_model(args.model, train.num_classes, pmap=args.parallel == "pmap")
+    augment = None
+    if args.augment != "none":
+        pad = max(1, train.image_shape[0] // 8) if "crop" in args.augment else 0
+        augment = functools.partial(augment_images, crop_padding=pad, flip="flip" in args.augment)
+
+    def train_batches(epoch, start_step):
+        for b in batches(train, args.batch_size, seed=args.seed, epoch=epoch, process_index=proc,
+                         process_count=n_proc, start_step=start_step):
+            yield b
+
+    def test_batches():
+        return batches(test, args.batch_size, seed=0, epoch=0, shuffle=False, drop_remainder=False,
+                       process_index=proc, process_count=n_proc)
+
+    # ---------------------------------------------------------------- optimiser
+    schedule = make_schedule(args.schedule, args.lr, args.epochs * steps, warmup_steps=args.warmup_steps)
+    tx = make_optimizer(args.optimizer, schedule, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
+                        momentum=args.momentum)
+    loss = functools.partial(cross_entropy, label_smoothing=args.label_smoothing)
+
+    out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    config.update(out=out, num_classes=train.num_classes,
+                  image_shape=list(train.image_shape), steps_per_epoch=steps, train_examples=len(train),
+                  test_examples=len(test), normalization={"mean": norm.mean.tolist(), "std": norm.std.tolist()},
+                  devices=jax.device_count(), processes=n_proc, jax_version=jax.__version__)
+    if proc == 0:
+        print(f"training {args.model} on {args.dataset} ({len(train)} train / {len(test)} test, "
+              f"{steps} steps/epoch x {args.epochs} epochs, parallel={args.parallel} on {jax.device_count()} "
+              f"device(s)) -> {out}", file=sys.stderr)
+
+    # ---------------------------------------------------------------- train
+    try:
+        result = fit(model, train_batches=train_batches, steps_per_epoch=steps, epochs=args.epochs,
+                     input_shape=(1,) + tuple(train.image_shape), tx=tx, loss=loss, test_batches=test_batches,
+                     seed=args.seed, parallel=args.parallel, backprop=args.backprop, precision=args.precision,
+                     out_dir=out, resume=args.resume, eval_every=args.eval_every, log_every=args.log_every,
+                     keep_checkpoints=args.keep, config=config, progress=not args.no_progress, augment=augment)
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if proc == 0 and result.history:
+        last = result.history[-1]
+        print(f"step {last['step']}: test_loss={last['test_loss']:.4f} test_accuracy={last['test_accuracy']:.4f} "
+              f"({last['wall_s']:.1f}s) -> {out}")
+    return 0

@@ -1,0 +1,113 @@
+"""How a pure step runs on devices: ``"none"`` (``jax.jit``, one device), ``"pmap"``
+(``jax.pmap`` over the local devices, axis name ``"batch"``, state replicated with a
+leading device axis) or ``"sharded"`` (``jax.jit`` over a 1-D device mesh, the batch
+sharded along mesh axis ``"batch"``, the train state replicated).
+
+All three give the same numbers for the same global batch. Batches handed to
+:meth:`Runner.put_batch` are this process's share of the global batch; with several
+processes ``pmap`` and ``sharded`` span every process's devices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from .step import make_eval_step, make_train_step
+
+MODES = ("none", "pmap", "sharded")
+AXIS = "batch"
+
+
+def pad_batch(batch: dict, multiple: int) -> dict:
+    """Pad a batch to a multiple of ``multiple`` examples; ``mask`` (float32) is 1 on real
+    examples (or the batch's own ``mask``, e.g. the data layer's padding) and 0 on padding."""
+    n = len(batch["label"])
+    pad = (-n) % multiple
+    own = np.asarray(batch["mask"], np.float32) if "mask" in batch else np.ones(n, np.float32)
+    out = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) if pad else v
+           for k, v in batch.items() if k != "mask"}
+    out["mask"] = np.concatenate([own, np.zeros(pad, np.float32)])
+    return out
+
+
+@dataclass
+class Runner:
+    """Compiled steps plus the placement of states and batches for one parallel mode."""
+
+    mode: str
+    train_step: Callable  # (train_state, batch, key) -> (train_state, metrics), placed
+    eval_step: Callable   # (train_state, batch) -> sums, placed
+    put_state: Callable   # host train state -> placed train state
+    put_batch: Callable   # this process's batch (numpy) -> placed batch
+    get_state: Callable   # placed train state -> host (numpy) train state, one copy
+    get_metrics: Callable  # placed metrics (list of trees) -> host numpy, one copy each
+    batch_multiple: int   # this process's batch must be a multiple of this
+    mesh: Any = None
+
+
+def _check_divisible(batch, multiple, mode):
+    n = len(batch["label"])
+    if n % multiple:
+        raise ValueError(f"parallel={mode!r}: this process's batch of {n} examples does not divide over "
+                         f"{multiple} local devices; choose a batch size that is a multiple of the device count")
+
+
+def make_runner(mode: str, model, loss, tx, *, backprop: str = "autodiff", precision: str = "fp32",
+                augment=None, devices=None) -> Runner:
+    """Build the :class:`Runner` for ``mode`` ("none", "pmap" or "sharded")."""
+    if mode not in MODES:
+        raise ValueError(f"parallel must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "none" and jax.process_count() > 1:
+        raise ValueError("parallel='none' runs on one device of one process; with several processes "
+                         "use parallel='pmap' or 'sharded'")
+    to_host = jax.device_get
+
+    if mode == "none":
+        train = jax.jit(make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment),
+                        donate_argnums=(0,))
+        evaluate = jax.jit(make_eval_step(model, precision=precision))
+        return Runner(mode, train, evaluate, put_state=jax.device_put, put_batch=jax.device_put,
+                      get_state=to_host, get_metrics=to_host, batch_multiple=1)
+
+    if mode == "pmap":
+        local = jax.local_devices() if devices is None else devices
+        n = len(local)
+        train = jax.pmap(make_train_step(model, loss, tx, backprop=backprop, axis_name=AXIS, precision=precision,
+                                         augment=augment),
+                         axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,), devices=devices)
+        evaluate = jax.pmap(make_eval_step(model, axis_name=AXIS, precision=precision), axis_name=AXIS,
+                            devices=devices)
+
+        def put_batch(batch):  # (B, ...) -> (devices, B / devices, ...); pmap places the slices
+            _check_divisible(batch, n, mode)
+            return jax.tree.map(lambda a: np.reshape(a, (n, -1) + a.shape[1:]), batch)
+
+        def put_state(state):  # one copy per local device along a leading axis
+            return jax.tree.map(lambda a: np.broadcast_to(np.asarray(a)[None], (n,) + np.shape(a)).copy(), state)
+
+        def first(tree):  # the devices hold identical copies (the step pmeans them): take device 0's
+            return jax.device_get(jax.tree.map(lambda a: a[0], tree))
+
+        return Runner(mode, train, evaluate, put_state=put_state, put_batch=put_batch, get_state=first,
+                      get_metrics=lambda ms: jax.tree.map(lambda a: a[0], jax.device_get(ms)), batch_multiple=n)
+
+    mesh = Mesh(np.asarray(jax.devices() if devices is None else devices), (AXIS,))
+    replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
+    train = jax.jit(make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment),
+                    in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated),
+                    donate_argnums=(0,))
+    evaluate = jax.jit(make_eval_step(model, precision=precision), in_shardings=(replicated, data),
+                       out_shardings=replicated)
+    n_local = len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
+
+    def put_batch(batch):
+        _check_divisible(batch, n_local, mode)
+        return jax.tree.map(lambda a: jax.make_array_from_process_local_data(data, a), batch)
+
+    return Runner(mode, train, evaluate,
+                  put_state=lambda s: jax.device_put(s, replicated),
+                  put_batch=put_batch, get_state=to_host, get_metrics=to_host, batch_multiple=n_local, mesh=mesh)

@@ -1,0 +1,117 @@
+"""Pure train and eval steps. No jit/pmap here: the loop (``parallel.py``) chooses.
+
+``train_step(train_state, batch, key) -> (train_state, metrics)`` where ``batch`` is
+``{"image": (B, H, W, C) float, "label": (B,) int}``. With ``axis_name`` (under
+``jax.pmap``) gradients, metrics and batch-norm statistics are ``lax.pmean``-ed over
+that axis, so every device holds the same train state after every step.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from ..backprop import backprop_mode
+from ..backprop.mode import MODES as BACKPROP_MODES
+from .state import TrainState
+
+PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
+
+
+def compute_dtype(precision: str):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def _like(tree, reference):
+    """Cast ``tree``'s leaves back to the dtypes of ``reference`` (e.g. bf16 statistics to f32)."""
+    return jax.tree.map(lambda a, r: a.astype(r.dtype), tree, reference)
+
+
+def _forward(model, params, state, image, *, train, key, dtype):
+    """Run the model in ``dtype`` (parameters stay float32; only the computation is cast)."""
+    if dtype != jnp.float32:
+        params, state, image = _cast_floats(params, dtype), _cast_floats(state, dtype), image.astype(dtype)
+    logits, new_state = model.apply(params, state, image, train=train, key=key)
+    return logits.astype(jnp.float32), new_state
+
+
+def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, backprop: str = "autodiff",
+                    axis_name: str | None = None, precision: str = "fp32", augment: Callable | None = None):
+    """Return the pure ``train_step(train_state, batch, key) -> (train_state, metrics)``.
+
+    ``loss(logits, labels) -> scalar`` (mean over the batch). ``backprop`` selects the
+    backward pass the model is traced with ("autodiff" or "explicit", see
+    :mod:`jaxcnn.backprop`). ``precision="bf16"`` computes the forward and backward in
+    bfloat16 while parameters, optimizer state and the loss stay float32. The dropout
+    key is ``fold_in(key, step)`` (and the device index under ``axis_name``).
+    ``augment(key, images) -> images`` (optional) runs on device inside the step with
+    its own key derived from the step key.
+    Metrics (scalars, averaged over the batch): ``loss``, ``accuracy``, ``grad_norm``.
+    """
+    if backprop not in BACKPROP_MODES:
+        raise ValueError(f"backprop must be one of {', '.join(BACKPROP_MODES)}, got {backprop!r}")
+    dtype = compute_dtype(precision)
+
+    def loss_fn(params, state, batch, key):
+        logits, new_state = _forward(model, params, state, batch["image"], train=True, key=key, dtype=dtype)
+        return loss(logits, batch["label"]), (logits, new_state)
+
+    def train_step(train_state: TrainState, batch, key):
+        key = jax.random.fold_in(key, train_state.step)
+        if axis_name is not None:
+            key = jax.random.fold_in(key, lax.axis_index(axis_name))
+        if augment is not None:
+            key, augment_key = jax.random.split(key)
+            batch = {**batch, "image": augment(augment_key, batch["image"])}
+        with backprop_mode(backprop):  # read when the model is traced, i.e. here
+            (loss_value, (logits, new_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                train_state.params, train_state.state, batch, key)
+        new_state = _like(new_state, train_state.state)
+        metrics = {"loss": loss_value,
+                   "accuracy": jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))}
+        if axis_name is not None:
+            grads = lax.pmean(grads, axis_name)
+            new_state = lax.pmean(new_state, axis_name)
+            metrics = lax.pmean(metrics, axis_name)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, train_state.opt_state, train_state.params)
+        params = optax.apply_updates(train_state.params, updates)
+        return train_state.replace(params=params, state=new_state, opt_state=opt_state,
+                                   step=train_state.step + 1), metrics
+
+    return train_step
+
+
+def make_eval_step(model, *, axis_name: str | None = None, precision: str = "fp32"):
+    """Return ``eval_step(train_state, batch) -> sums`` with ``loss_sum`` (cross-entropy),
+    ``correct`` and ``count``, summed over the batch (and over ``axis_name``).
+
+    An optional ``batch["mask"]`` (B,) excludes padding examples, so a test set whose
+    size does not divide the batch or the device count is evaluated exactly.
+    """
+    dtype = compute_dtype(precision)
+
+    def eval_step(train_state: TrainState, batch):
+        logits, _ = _forward(model, train_state.params, train_state.state, batch["image"], train=False, key=None,
+                             dtype=dtype)
+        labels = batch["label"]
+        mask = batch.get("mask")
+        mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+        per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        sums = {"loss_sum": jnp.sum(per_example * mask),
+                "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+                "count": jnp.sum(mask)}
+        if axis_name is not None:
+            sums = lax.psum(sums, axis_name)
+        return sums
+
+    return eval_step

@@ -1,0 +1,82 @@
+"""``jaxcnn train`` / ``jaxcnn eval`` end to end on the embedded digits, and training
+with the explicit (hand-written) backward passes against autodiff."""
+import json
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from jaxcnn import cli
+from jaxcnn.train import create_train_state, make_train_step
+
+RECORD_KEYS = {"epoch", "step", "train_loss", "test_loss", "test_accuracy", "images_per_sec", "wall_s"}
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_default_run_reaches_97_percent_and_eval_reproduces_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), "--no-progress"]) == 0
+    records = _records(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "digits_cnn" and config["dataset"] == "digits"
+    assert len(records) == config["epochs"] and RECORD_KEYS <= set(records[-1])
+    assert records[-1]["test_accuracy"] >= 0.97, records[-1]
+    assert records[-1]["wall_s"] < 60
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["step"] == records[-1]["step"] and result["examples"] == 359
+    assert result["test_accuracy"] == pytest.approx(records[-1]["test_accuracy"], abs=1e-6)
+    assert result["test_loss"] == pytest.approx(records[-1]["test_loss"], rel=1e-4)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake CPU) devices")
+def test_short_sharded_bf16_run_with_options(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--parallel", "sharded",
+            "--precision", "bf16", "--optimizer", "momentum", "--schedule", "cosine", "--clip-norm", "1.0",
+            "--label-smoothing", "0.1", "--augment", "crop", "--eval-every", "10", "--seed", "3",
+            "--out", str(out), "--no-progress"]
+    assert cli.main(args) == 0
+    records = _records(out)
+    assert [r["step"] for r in records] == [10, 20, 22]
+    assert all(RECORD_KEYS <= set(r) and np.isfinite(r["test_loss"]) for r in records)
+    config = json.loads((out / "config.json").read_text())
+    assert config["parallel"] == "sharded" and config["precision"] == "bf16" and config["steps_per_epoch"] == 22
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20, 22]
+    # --resume on a finished run does nothing more
+    assert cli.main(args + ["--resume"]) == 0
+    assert len(_records(out)) == 3
+
+
+def test_explicit_backprop_trains_like_autodiff():
+    from jaxcnn.combinators import serial
+    from jaxcnn.layers import Conv, Dense, Flatten, Relu
+    from jaxcnn.models import Model
+    model = Model(serial(("conv1", Conv(6, 5, padding=2)), ("act1", Relu()), ("conv2", Conv(8, 3, stride=2)),
+                         ("act2", Relu()), ("flatten", Flatten()), ("fc", Dense(10)), name="convnet"),
+                  "convnet", (28, 28, 1), 10)
+    tx = optax.sgd(0.05, momentum=0.9)
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.normal(size=(8, 28, 28, 1)).astype(np.float32),
+             "label": rng.integers(0, 10, 8).astype(np.int32)}
+    ts = create_train_state(model, tx, jax.random.PRNGKey(0), (1, 28, 28, 1))
+    loss = lambda logits, labels: optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()  # noqa: E731
+    results = {}
+    for mode in ("explicit", "autodiff"):  # explicit first: skips fast while twins are missing
+        step = jax.jit(make_train_step(model, loss, tx, backprop=mode))
+        state = ts
+        try:
+            for _ in range(3):
+                state, metrics = step(state, batch, jax.random.PRNGKey(1))
+        except Exception as e:  # the twins land separately; name what is missing
+            if mode == "explicit" and "no explicit backward pass" in str(e):
+                pytest.skip(f"explicit twins not all registered yet: {e}")
+            raise
+        results[mode] = state
+    for a, b in zip(jax.tree.leaves(results["autodiff"].params), jax.tree.leaves(results["explicit"].params)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
