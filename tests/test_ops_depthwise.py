@@ -1,0 +1,68 @@
+"""The depthwise fast path (shifted multiply-adds) equals XLA's grouped convolution,
+values and gradients, over random 1-3-D configurations in both layouts; and ``conv``
+takes it exactly for depthwise convs on CPU."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxcnn import ops
+from jaxcnn.ops.depthwise import depthwise_shifted, use_shifted_depthwise
+from jaxcnn.ops.layout import dimension_numbers
+
+
+def _case(seed):
+    rng = np.random.default_rng(seed)
+    rank = int(rng.integers(1, 4))
+    layout = ("NHWC", "NCHW")[seed % 2]
+    c = int(rng.integers(1, 6))
+    k = tuple(int(v) for v in rng.integers(1, 4, rank))
+    s = tuple(int(v) for v in rng.integers(1, 4, rank))
+    d = tuple(int(v) for v in rng.integers(1, 3, rank))
+    pads = [(int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in range(rank)]
+    n = tuple(int(v) + (kk - 1) * dd for v, kk, dd in zip(rng.integers(1, 7, rank), k, d))
+    xshape = (2,) + n + (c,) if layout == "NHWC" else (2, c) + n
+    wshape = k + (1, c) if layout == "NHWC" else (c, 1) + k
+    return (rng.normal(size=xshape), rng.normal(size=wshape), dict(stride=s, pads=pads, dilation=d,
+                                                                    layout=layout))
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_shifted_equals_grouped_conv_values_and_grads(x64, seed):
+    x, w, kw = _case(seed)
+    rank, c = w.ndim - 2, (x.shape[-1] if kw["layout"] == "NHWC" else x.shape[1])
+
+    def grouped(x, w):
+        return lax.conv_general_dilated(x, w, kw["stride"], kw["pads"], rhs_dilation=kw["dilation"],
+                                        dimension_numbers=dimension_numbers(rank, kw["layout"], "test"),
+                                        feature_group_count=c)
+
+    def shifted(x, w):
+        return depthwise_shifted(x, w, **kw)
+
+    ref, vjp_ref = jax.vjp(grouped, jnp.asarray(x), jnp.asarray(w))
+    got, vjp_got = jax.vjp(shifted, jnp.asarray(x), jnp.asarray(w))
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
+    dy = jnp.asarray(np.random.default_rng(seed + 100).normal(size=ref.shape))
+    for g, r in zip(vjp_got(dy), vjp_ref(dy)):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+
+
+def test_conv_takes_the_fast_path_only_for_depthwise():
+    x = jnp.ones((1, 5, 5, 4))
+    assert use_shifted_depthwise(x, jnp.ones((3, 3, 1, 4)), 4, "NHWC")
+    assert not use_shifted_depthwise(x, jnp.ones((3, 3, 2, 4)), 2, "NHWC")      # grouped, not depthwise
+    assert not use_shifted_depthwise(x, jnp.ones((3, 3, 1, 8)), 4, "NHWC")      # channel multiplier 2
+    assert not use_shifted_depthwise(x, jnp.ones((3, 3, 4, 4)), 1, "NHWC")
+    # the jaxpr of a depthwise ops.conv has no convolution in it
+    jaxpr = jax.make_jaxpr(lambda x, w: ops.conv(x, w, padding=1, groups=4))(x, jnp.ones((3, 3, 1, 4)))
+    assert "conv_general_dilated" not in str(jaxpr)
+
+
+def test_environment_switch_turns_the_fast_path_off(monkeypatch):
+    monkeypatch.setenv("JAXCNN_SHIFTED_DEPTHWISE", "0")
+    x, w = jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 1, 4))
+    assert not use_shifted_depthwise(x, w, 4, "NHWC")
+    jaxpr = jax.make_jaxpr(lambda x, w: ops.conv(x, w, padding=1, groups=4))(x, w)
+    assert "conv_general_dilated" in str(jaxpr)
