@@ -32,8 +32,8 @@ def _compare(op, backward, case):
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_pool_backward_matches_vjp(x64, kind):
     op, backward = (ops.max_pool, max_pool_backward) if kind == "max" else (ops.avg_pool, avg_pool_backward)
-    checked = sum(_compare(op, backward, pool_case(seed, kind)) for seed in range(11))
-    assert checked >= 6
+    checked = sum(_compare(op, backward, pool_case(seed, kind)) for seed in range(40))   # 40 configurations each
+    assert checked >= 20
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
@@ -41,7 +41,7 @@ def test_pool_backward_matches_torch(x64, kind):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     checked = 0
-    for seed in range(1, 12, 2):      # odd seeds: NCHW
+    for seed in range(1, 40, 2):      # odd seeds: NCHW; 20 configurations each
         case = pool_case(seed, kind)
         kw = {k: v for k, v in case["kw"].items() if k != "layout"}
         rank = case["x"].ndim - 2

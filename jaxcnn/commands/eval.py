@@ -34,7 +34,7 @@ def run(args) -> int:
     dataset = args.dataset or config["dataset"]
     norm = config["normalization"]
     _, test, _ = load_data(dataset, args.data_dir or config.get("data_dir"), normalization=(norm["mean"], norm["std"]))
-    model = create_model(config["model"], config["num_classes"])
+    model = create_model(config["model"], config["num_classes"], hparams=dict(config.get("model_option", [])))
     params, state, step = restore_params(os.path.join(run_dir, "checkpoints"), args.step)
     result = evaluate_model(model, params, state, batches(test, args.batch_size, seed=0, epoch=0, shuffle=False,
                                                           drop_remainder=False),

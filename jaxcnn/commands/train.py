@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model (default: a small CNN on the embedded digits)",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL, help="a name from jaxcnn.models.available()")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE", type=model_option,
+                   help="a model hyper-parameter, e.g. activation=relu or widths=(32,64); repeatable")
     p.add_argument("--dataset", default="digits", help="digits, synthetic, fashion_mnist, idx:PATH or a TFDS name")
     p.add_argument("--data-dir", default=None, help="TFDS data directory")
     p.add_argument("--epochs", type=int, default=15)
@@ -46,6 +48,18 @@ def register(subparsers) -> None:
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
     p.set_defaults(func=run)
+
+
+def model_option(text: str) -> tuple[str, object]:
+    """Parse ``KEY=VALUE``; VALUE is a Python literal (``3``, ``(32, 64)``, ``0.5``) or a bare string."""
+    import ast
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. activation=relu), got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
 
 
 def create_model(name: str, num_classes: int, *, pmap: bool = False, hparams: dict | None = None):
@@ -90,7 +104,8 @@ def run(args) -> int:
     steps = steps_per_epoch(len(train), args.batch_size)
     if steps < 1:
         raise SystemExit(f"--batch-size {args.batch_size} exceeds the {len(train)} training examples")
-    model = create_model(args.model, train.num_classes, pmap=args.parallel == "pmap")
+    model = create_model(args.model, train.num_classes, pmap=args.parallel == "pmap",
+                         hparams=dict(args.model_option))
     augment = None
     if args.augment != "none":
         pad = max(1, train.image_shape[0] // 8) if "crop" in args.augment else 0
