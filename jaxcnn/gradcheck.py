@@ -21,7 +21,6 @@ finite differences disagree legitimately) are counted and reported, not hidden.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import jax
@@ -71,16 +70,6 @@ class GradcheckReport:
         return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _float64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
 def _to64(tree):
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
                         else jnp.asarray(a), tree)
@@ -119,7 +108,7 @@ def check_gradients(fn, params, *, seed: int = 0, eps: float = 1e-7, fd_samples:
     ``fn`` must call its ops through ``jaxcnn.backprop.dispatch`` for the explicit column to
     exercise the hand-written backward passes. Runs in float64.
     """
-    with _float64():
+    with jax.enable_x64(True):
         params = _to64(params)
         counter, seen = [0], {}
         with observe(lambda n, a, k: _count_ties(n, a, k, counter, seen)):
@@ -199,7 +188,7 @@ def gradcheck_model(model, input_shape, *, key=None, train: bool = False, wrt_in
     batch norm uses batch statistics and dropout a fixed mask (same ``key`` every call).
     """
     key = jax.random.PRNGKey(0) if key is None else key
-    with _float64():
+    with jax.enable_x64(True):
         init = model.init(key, tuple(input_shape))
         params, state = init[-2], init[-1]
         x = jax.random.normal(jax.random.fold_in(key, 1), tuple(input_shape), jnp.float64)

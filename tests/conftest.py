@@ -6,26 +6,14 @@ os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 
-import contextlib  # noqa: E402
-
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
-@contextlib.contextmanager
-def _x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
 @pytest.fixture
 def x64():
     """Run the test body with jax_enable_x64 on (float64 arrays), restored afterwards."""
-    with _x64():
+    with jax.enable_x64(True):
         yield
