@@ -18,30 +18,12 @@ import torch
 import torch.nn.functional as TF
 
 import jaxcnn.ops as F
+from _parity import assert_close, to_first, to_last
 
 TORCH_CONV = {1: TF.conv1d, 2: TF.conv2d, 3: TF.conv3d}
 TORCH_CONVT = {1: TF.conv_transpose1d, 2: TF.conv_transpose2d, 3: TF.conv_transpose3d}
 TORCH_MODULE = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
 TORCH_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
-
-
-def assert_close(actual, expected, rtol, what=""):
-    """Relative agreement, measured against the scale of the reference array."""
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
-    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
-
-
-def to_last(a):
-    """(N, C, *sp) -> (N, *sp, C)."""
-    return np.moveaxis(np.asarray(a), 1, -1)
-
-
-def to_first(a):
-    return np.moveaxis(np.asarray(a), -1, 1)
 
 
 def weight_to_last(w):

@@ -5,15 +5,8 @@ import numpy as np
 import pytest
 
 import jaxcnn.ops as F
+from _parity import to_first, to_last
 from jaxcnn.ops.layout import channel_axis, channels_last, dimension_numbers, spatial_axes
-
-
-def first_to_last(a):
-    return np.ascontiguousarray(np.moveaxis(np.asarray(a), 1, -1))
-
-
-def last_to_first(a):
-    return np.ascontiguousarray(np.moveaxis(np.asarray(a), -1, 1))
 
 
 def same(a, b, tol=1e-6):
@@ -56,16 +49,16 @@ def test_every_layout_sensitive_op_agrees_across_layouts(rank):
         )
 
     first = jax.jit(lambda x, w, wt: ops(x, w, wt, "NCHW"))(x, w, wt)
-    last = jax.jit(lambda x, w, wt: ops(x, w, wt, "NHWC"))(first_to_last(x), w_last, wt_last)
+    last = jax.jit(lambda x, w, wt: ops(x, w, wt, "NHWC"))(to_last(x), w_last, wt_last)
     for name in first:
-        assert first[name].shape == last_to_first(last[name]).shape, name
+        assert first[name].shape == to_first(last[name]).shape, name
         if name.endswith("idx"):
-            np.testing.assert_array_equal(first[name], last_to_first(last[name]), err_msg=name)
+            np.testing.assert_array_equal(first[name], to_first(last[name]), err_msg=name)
         else:
-            same(first[name], last_to_first(last[name]))
+            same(first[name], to_first(last[name]))
     # the batch-norm running statistics do not depend on the layout either
     _, m1, v1 = F.batch_norm(x, rm, rv, train=True, layout="NCHW")
-    _, m2, v2 = F.batch_norm(first_to_last(x), rm, rv, train=True)
+    _, m2, v2 = F.batch_norm(to_last(x), rm, rv, train=True)
     same(m1, m2)
     same(v1, v2)
 

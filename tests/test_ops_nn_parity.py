@@ -8,22 +8,7 @@ import torch
 import torch.nn.functional as TF
 
 import jaxcnn.ops as F
-
-
-def assert_close(actual, expected, rtol, what=""):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
-    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
-
-
-def to_last(a):
-    return np.ascontiguousarray(np.moveaxis(np.asarray(a), 1, -1))
-
-
-def to_first(a):
-    return np.ascontiguousarray(np.moveaxis(np.asarray(a), -1, 1))
+from _parity import assert_close, to_first, to_last
 
 
 def jit_vjp(fn, args, g):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as TF
 
 import jaxcnn.ops as F
+from _parity import assert_close, to_first, to_last
 
 T_MAX = {1: TF.max_pool1d, 2: TF.max_pool2d, 3: TF.max_pool3d}
 T_AVG = {1: TF.avg_pool1d, 2: TF.avg_pool2d, 3: TF.avg_pool3d}
@@ -20,22 +21,6 @@ T_LP = {1: TF.lp_pool1d, 2: TF.lp_pool2d, 3: TF.lp_pool3d}
 T_AAVG = {1: TF.adaptive_avg_pool1d, 2: TF.adaptive_avg_pool2d, 3: TF.adaptive_avg_pool3d}
 T_AMAX = {1: TF.adaptive_max_pool1d, 2: TF.adaptive_max_pool2d, 3: TF.adaptive_max_pool3d}
 T_UNPOOL = {1: TF.max_unpool1d, 2: TF.max_unpool2d, 3: TF.max_unpool3d}
-
-
-def assert_close(actual, expected, rtol, what=""):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
-    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
-
-
-def to_last(a):
-    return np.ascontiguousarray(np.moveaxis(np.asarray(a), 1, -1))
-
-
-def to_first(a):
-    return np.ascontiguousarray(np.moveaxis(np.asarray(a), -1, 1))
 
 
 def jit_vjp(fn, x, g):

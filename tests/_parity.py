@@ -1,0 +1,22 @@
+"""Helpers shared by the parity tests: layout moves and a scale-aware closeness check."""
+import numpy as np
+
+
+def assert_close(actual, expected, rtol, what=""):
+    """Relative agreement, measured against the scale of the reference array; also
+    checks the shape and that nothing is NaN/inf."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def to_last(a):
+    """(N, C, *spatial) -> (N, *spatial, C), contiguous."""
+    return np.ascontiguousarray(np.moveaxis(np.asarray(a), 1, -1))
+
+
+def to_first(a):
+    """(N, *spatial, C) -> (N, C, *spatial), contiguous."""
+    return np.ascontiguousarray(np.moveaxis(np.asarray(a), -1, 1))
