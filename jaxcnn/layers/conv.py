@@ -40,17 +40,12 @@ def Conv(features: int, kernel_size, stride=1, padding=0, dilation=1, groups: in
     def make_params(key, input_shape):
         rank = len(input_shape) - 2
         c_in = _channels(input_shape, layout, name)
-        if c_in % groups or features % groups:
-            raise ValueError(f"{name}: groups={groups} must divide input channels {c_in} and features {features}")
+        _check_groups(name, c_in, features, groups)
         k = ntuple(kernel_size, rank, "kernel_size", name)
         fan_in = c_in // groups * math.prod(k)
         fan_out = features // groups * math.prod(k)
         shape = (*k, c_in // groups, features) if channels_last(layout) else (features, c_in // groups, *k)
-        wkey, bkey = _split(key)
-        params = {"weight": kernel_init(wkey, shape, fan_in, fan_out)}
-        if use_bias:
-            params["bias"] = bias_init(bkey, (features,), fan_in, fan_out)
-        return params
+        return _weight_and_bias(key, shape, features, fan_in, fan_out, use_bias, kernel_init, bias_init)
 
     def forward(params, state, x, train, key):
         return F.conv(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
@@ -74,18 +69,13 @@ def ConvTranspose(features: int, kernel_size, stride=1, padding=0, output_paddin
     def make_params(key, input_shape):
         rank = len(input_shape) - 2
         c_in = _channels(input_shape, layout, name)
-        if c_in % groups or features % groups:
-            raise ValueError(f"{name}: groups={groups} must divide input channels {c_in} and features {features}")
+        _check_groups(name, c_in, features, groups)
         k = ntuple(kernel_size, rank, "kernel_size", name)
         # torch computes fan_in from weight.size(1) = C_out/groups for transposed convs.
         fan_in = features // groups * math.prod(k)
         fan_out = c_in // groups * math.prod(k)
         shape = (*k, c_in, features // groups) if channels_last(layout) else (c_in, features // groups, *k)
-        wkey, bkey = _split(key)
-        params = {"weight": kernel_init(wkey, shape, fan_in, fan_out)}
-        if use_bias:
-            params["bias"] = bias_init(bkey, (features,), fan_in, fan_out)
-        return params
+        return _weight_and_bias(key, shape, features, fan_in, fan_out, use_bias, kernel_init, bias_init)
 
     def forward(params, state, x, train, key):
         return F.conv_transpose(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
@@ -106,11 +96,8 @@ def Dense(features: int, use_bias: bool = True, kernel_init=I.torch_default, bia
         if len(input_shape) < 2:
             raise ValueError(f"{name}: expected an input (N, ..., in_features), got shape {describe(input_shape)}")
         fan_in = input_shape[-1]
-        wkey, bkey = _split(key)
-        params = {"weight": kernel_init(wkey, (fan_in, features), fan_in, features)}
-        if use_bias:
-            params["bias"] = bias_init(bkey, (features,), fan_in, features)
-        return params
+        return _weight_and_bias(key, (fan_in, features), features, fan_in, features, use_bias, kernel_init,
+                                bias_init)
 
     def forward(params, state, x, train, key):
         return F.dense(x, params["weight"], params.get("bias"))
@@ -118,7 +105,18 @@ def Dense(features: int, use_bias: bool = True, kernel_init=I.torch_default, bia
     return leaf(name, meta, forward, make_params)
 
 
-def _split(key):
+def _check_groups(name, c_in, features, groups):
+    if c_in % groups or features % groups:
+        raise ValueError(f"{name}: groups={groups} must divide input channels {c_in} and features {features}")
+
+
+def _weight_and_bias(key, shape, features, fan_in, fan_out, use_bias, kernel_init, bias_init):
+    """``{"weight": kernel_init(shape), "bias": bias_init((features,))}`` (no bias unless
+    ``use_bias``), both initialisers given the fans, each from its own half of ``key``."""
     if key is None:
         raise ValueError("init needs a PRNG key")
-    return jax.random.split(key)
+    wkey, bkey = jax.random.split(key)
+    params = {"weight": kernel_init(wkey, shape, fan_in, fan_out)}
+    if use_bias:
+        params["bias"] = bias_init(bkey, (features,), fan_in, fan_out)
+    return params
