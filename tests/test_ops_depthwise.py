@@ -51,10 +51,11 @@ def test_shifted_equals_grouped_conv_values_and_grads(x64, seed):
 
 def test_conv_takes_the_fast_path_only_for_depthwise():
     x = jnp.ones((1, 5, 5, 4))
-    assert use_shifted_depthwise(x, jnp.ones((3, 3, 1, 4)), 4, "NHWC")
-    assert not use_shifted_depthwise(x, jnp.ones((3, 3, 2, 4)), 2, "NHWC")      # grouped, not depthwise
-    assert not use_shifted_depthwise(x, jnp.ones((3, 3, 1, 8)), 4, "NHWC")      # channel multiplier 2
-    assert not use_shifted_depthwise(x, jnp.ones((3, 3, 4, 4)), 1, "NHWC")
+    assert use_shifted_depthwise(1, 4, 4)                # (C_in/groups, C_out, groups): depthwise
+    assert not use_shifted_depthwise(2, 4, 2)            # grouped, not depthwise
+    assert not use_shifted_depthwise(1, 8, 4)            # channel multiplier 2
+    assert not use_shifted_depthwise(4, 4, 1)
+    assert not use_shifted_depthwise(1, 1, 1)            # one channel: an ordinary conv
     # the jaxpr of a depthwise ops.conv has no convolution in it
     jaxpr = jax.make_jaxpr(lambda x, w: ops.conv(x, w, padding=1, groups=4))(x, jnp.ones((3, 3, 1, 4)))
     assert "conv_general_dilated" not in str(jaxpr)
@@ -63,6 +64,6 @@ def test_conv_takes_the_fast_path_only_for_depthwise():
 def test_environment_switch_turns_the_fast_path_off(monkeypatch):
     monkeypatch.setenv("JAXCNN_SHIFTED_DEPTHWISE", "0")
     x, w = jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 1, 4))
-    assert not use_shifted_depthwise(x, w, 4, "NHWC")
+    assert not use_shifted_depthwise(1, 4, 4)
     jaxpr = jax.make_jaxpr(lambda x, w: ops.conv(x, w, padding=1, groups=4))(x, w)
     assert "conv_general_dilated" in str(jaxpr)

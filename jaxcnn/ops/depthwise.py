@@ -23,17 +23,14 @@ from jax import lax
 from .layout import channels_last, spatial_axes
 
 
-def use_shifted_depthwise(x, w, groups: int, layout: str) -> bool:
-    """True where ``conv`` should take the shifted multiply-add path: a depthwise
-    conv with channel multiplier 1 on the CPU backend, not switched off by the
-    environment. Read at trace time; the result is a pure function either way."""
-    if os.environ.get("JAXCNN_SHIFTED_DEPTHWISE", "1") == "0" or groups == 1:
+def use_shifted_depthwise(c_in_per_group: int, c_out: int, groups: int) -> bool:
+    """True where ``conv`` should take the shifted multiply-add path: a depthwise conv
+    with channel multiplier 1 (one input and one output channel per group) on the CPU
+    backend, not switched off by the environment. Read at trace time; the result is a
+    pure function either way."""
+    if os.environ.get("JAXCNN_SHIFTED_DEPTHWISE", "1") == "0":
         return False
-    rank = w.ndim - 2
-    c_in = x.shape[-1] if channels_last(layout) else x.shape[1]
-    kernel_in = w.shape[rank] if channels_last(layout) else w.shape[1]
-    c_out = w.shape[rank + 1] if channels_last(layout) else w.shape[0]
-    return groups == c_in == c_out and kernel_in == 1 and jax.default_backend() == "cpu"
+    return groups > 1 and c_in_per_group == 1 and c_out == groups and jax.default_backend() == "cpu"
 
 
 def depthwise_shifted(x, w, *, stride, pads, dilation, layout: str):
