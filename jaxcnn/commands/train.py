@@ -74,6 +74,8 @@ def create_model(name: str, num_classes: int, *, pmap: bool = False, hparams: di
 
 def load_data(dataset: str, data_dir, normalization=None):
     """(train, test, normalization): both splits normalised with the train split's statistics."""
+    import numpy as np
+
     from ..data import Normalization, channel_stats, load_dataset, normalize, to_unit_range
     train = load_dataset(dataset, "train", data_dir=data_dir)
     test = load_dataset(dataset, "test", data_dir=data_dir)
@@ -81,7 +83,7 @@ def load_data(dataset: str, data_dir, normalization=None):
     if normalization is None:
         normalization = channel_stats(train)
     else:
-        normalization = Normalization(*(__import__("numpy").asarray(v, "float32") for v in normalization))
+        normalization = Normalization(*(np.asarray(v, "float32") for v in normalization))
     return normalize(train, normalization), normalize(test, normalization), normalization
 
 
