@@ -18,18 +18,18 @@ import jax
 import jax.numpy as jnp
 
 from .layers.base import LayerError, call_child, record
-from .types import Layer
+from .types import Layer, as_layer
 
 
 def _named(items) -> list[tuple[str, Layer]]:
     out = []
     for i, item in enumerate(items):
-        if isinstance(item, Layer):
-            out.append((str(i), item))
-        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Layer):
-            out.append((str(item[0]), item[1]))
-        else:
-            raise TypeError(f"expected a Layer or a (name, Layer) pair at position {i}, got {type(item).__name__}")
+        name, network = (item if isinstance(item, tuple) and len(item) == 2 else (i, item))
+        try:
+            out.append((str(name), as_layer(network)))
+        except TypeError:
+            raise TypeError(f"expected a Layer, a Model or a (name, Layer) pair at position {i}, "
+                            f"got {type(item).__name__}") from None
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
         raise ValueError(f"child names must be unique, got {names}")
