@@ -160,9 +160,20 @@ def conv_transpose(x, w, b=None, *, stride=1, padding=0, output_padding=0, dilat
     fwd_pads = [(d * (k - 1) - lo, d * (k - 1) - hi + o)
                 for k, d, (lo, hi), o in zip(kernel, dilation, pads, out_pad)]
     kernel_fwd = transposed_kernel(w, groups, layout)
+    if any(s > 1 for s in stride):
+        # Insert the stride's zeros (and the padding) with lax.pad instead of passing
+        # lhs_dilation: jax's weight-gradient rule for a conv with lhs_dilation, rhs_dilation
+        # and groups together builds a conv that XLA's algebraic simplifier rejects with a
+        # fatal CHECK ("Window dimensions do not match RHS shape"), killing the process
+        # (tests/test_conv_transpose_abort.py). The gradient of an interior pad is a strided
+        # slice, and the remaining conv is a plain dilated one; the values are identical.
+        cfg = [(0, 0, 0)] * x.ndim
+        for ax, (lo, hi), s in zip(spatial_axes(x.ndim, layout), fwd_pads, stride):
+            cfg[ax] = (lo, hi, s - 1)
+        x = lax.pad(x, jnp.zeros((), x.dtype), cfg)
+        fwd_pads = [(0, 0)] * rank
     y = lax.conv_general_dilated(x, kernel_fwd, window_strides=(1,) * rank, padding=fwd_pads,
-                                 lhs_dilation=stride, rhs_dilation=dilation,
-                                 dimension_numbers=dimension_numbers(rank, layout, op),
+                                 rhs_dilation=dilation, dimension_numbers=dimension_numbers(rank, layout, op),
                                  feature_group_count=groups)
     y = _add_bias(y, b, layout, op, c_out_g * groups)
     return y[0] if unbatched else y
