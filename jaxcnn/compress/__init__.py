@@ -1,0 +1,4 @@
+"""Reduced-complexity networks: pruning, predefined sparsity, quantisation, binarisation
+and a compressed checkpoint format, all pure functions over params pytrees."""
+from .masks import (apply_masks, format_report, prune_masks, random_masks,  # noqa: F401
+                    sparsity_report)
