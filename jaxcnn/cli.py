@@ -29,6 +29,7 @@ def apply_xla_tuning(environ=os.environ) -> None:
 COMMANDS = [
     "train",
     "eval",
+    "checkpoints",
     "demo",
     "summary",
     "receptive_field",
