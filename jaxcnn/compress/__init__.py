@@ -2,3 +2,5 @@
 and a compressed checkpoint format, all pure functions over params pytrees."""
 from .masks import (apply_masks, format_report, prune_masks, random_masks,  # noqa: F401
                     sparsity_report)
+from .masked import MaskedState, current_masks, masked  # noqa: F401
+from .schedules import iterative, one_shot, polynomial  # noqa: F401
