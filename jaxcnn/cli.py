@@ -37,8 +37,22 @@ COMMANDS = [
 ]
 
 
+def quiet_library_logs(environ=os.environ) -> None:
+    """Silence the INFO chatter of absl/TFDS/orbax ("Using custom data configuration",
+    "Variant folder ... has no dataset_info.json", ...): the command prints its own
+    progress. Warnings and errors still show; ``JAXCNN_DEBUG=1`` keeps everything."""
+    if environ.get("JAXCNN_DEBUG", "0") != "0":
+        return
+    import logging
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("absl", "tensorflow_datasets", "orbax", "jax._src.xla_bridge"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     parser = argparse.ArgumentParser(prog="jaxcnn", description="Functional CNNs on JAX.")
+    parser.add_argument("--version", action="version", version=f"jaxcnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"jaxcnn.commands.{name}").register(sub)
@@ -46,13 +60,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand. A user's mistake (:mod:`jaxcnn.commands.errors`) prints one line,
+    ``jaxcnn <command>: error: <message>``, and returns 2; ``JAXCNN_DEBUG=1`` raises it
+    with its traceback instead."""
+    from .commands.errors import USER_ERRORS
     apply_xla_tuning()
+    quiet_library_logs()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as e:
+        if os.environ.get("JAXCNN_DEBUG", "0") != "0":
+            raise
+        message = " ".join(str(e).split())  # one line, whatever the exception held
+        print(f"jaxcnn {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jaxcnn {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

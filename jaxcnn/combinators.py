@@ -4,7 +4,8 @@ Every combinator returns a ``Layer``; params and state are nested dicts keyed by
 children's names (``"0", "1", ...`` in ``serial`` unless a child is given as
 ``(name, layer)``). Children without params/state get no entry, so the trees mirror
 torch's ``state_dict`` keys. The init key is split per child; the apply key (for
-dropout) is split the same way, or stays ``None``. ``train`` is passed to every child.
+dropout) is split the same way, or stays ``None``. ``train`` and ``axis_name`` (the
+pmap / shard_map axis batch statistics are averaged over) are passed to every child.
 Errors inside a child are re-raised naming the child's path (``LayerError``).
 
 ``graph`` is an addition to stax's set: a named DAG written as a plain Python function
@@ -58,11 +59,11 @@ def serial(*layers, name: str = "serial") -> Layer:
             _put(state, n, s)
         return shape, params, state
 
-    def apply(params, state, x, *, train=False, key=None, **_):
+    def apply(params, state, x, *, train=False, key=None, axis_name=None, **_):
         new_state = {}
         for (n, layer), k in zip(children, _keys(key, len(children))):
             x, s = call_child(n, layer, "apply", layer.apply, params.get(n, {}), state.get(n, {}), x,
-                              train=train, key=k)
+                              train=train, key=k, axis_name=axis_name)
             _put(new_state, n, s)
         return x, new_state
 
@@ -84,13 +85,13 @@ def parallel(*layers, name: str = "parallel") -> Layer:
             _put(state, n, s)
         return tuple(shapes), params, state
 
-    def apply(params, state, xs, *, train=False, key=None, **_):
+    def apply(params, state, xs, *, train=False, key=None, axis_name=None, **_):
         if len(xs) != len(children):
             raise ValueError(f"parallel: expected {len(children)} inputs, got {len(xs)}")
         ys, new_state = [], {}
         for (n, layer), k, x in zip(children, _keys(key, len(children)), xs):
             y, s = call_child(n, layer, "apply", layer.apply, params.get(n, {}), state.get(n, {}), x,
-                              train=train, key=k)
+                              train=train, key=k, axis_name=axis_name)
             ys.append(y)
             _put(new_state, n, s)
         return tuple(ys), new_state
@@ -246,14 +247,14 @@ def graph(layers: Mapping[str, Layer], forward: Callable, name: str = "graph", t
             _put(state, n, s)
         return tuple(out.shape), params, state
 
-    def apply(params, state, x, *, train=False, key=None, **_):
+    def apply(params, state, x, *, train=False, key=None, axis_name=None, **_):
         new_state = dict(state)
 
         def run(n, x):
             layer = child(n)
             k = None if key is None else jax.random.fold_in(key, index[n])
             y, s = call_child(n, layer, "apply", layer.apply, params.get(n, {}), state.get(n, {}), x,
-                              train=train, key=k)
+                              train=train, key=k, axis_name=axis_name)
             _put(new_state, n, s)
             return y
 

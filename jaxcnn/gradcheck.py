@@ -30,6 +30,7 @@ import numpy as np
 from .backprop import backprop_mode, dispatch
 from .backprop.observe import observe
 from .backprop.pool import max_pool_ties
+from .models.base import as_model
 
 #: (atol, rtol) per method, float64.
 TOLERANCES = {"explicit": (1e-9, 1e-8), "jacobian": (1e-9, 1e-8), "finite_diff": (1e-6, 1e-5)}
@@ -181,16 +182,16 @@ def gradcheck_op(name: str, *arrays, check_kwargs=None, **op_kwargs) -> Gradchec
 
 def gradcheck_model(model, input_shape, *, key=None, train: bool = False, wrt_input: bool = True,
                     **check_kwargs) -> GradcheckReport:
-    """Gradcheck a Layer-like model w.r.t. its parameters (and input).
+    """Gradcheck a network (a Model or a Layer, see :func:`jaxcnn.models.as_model`)
+    w.r.t. its parameters (and input) for inputs of ``input_shape`` (batch included).
 
-    ``model.init(key, input_shape)`` returns ``(params, state)`` or ``(out_shape, params, state)``;
-    ``model.apply(params, state, x, train=..., key=...) -> (y, state)``. With ``train=True``
-    batch norm uses batch statistics and dropout a fixed mask (same ``key`` every call).
+    With ``train=True`` batch norm uses batch statistics and dropout a fixed mask (same
+    ``key`` every call).
     """
+    model = as_model(model)
     key = jax.random.PRNGKey(0) if key is None else key
     with jax.enable_x64(True):
-        init = model.init(key, tuple(input_shape))
-        params, state = init[-2], init[-1]
+        params, state = model.init(key, tuple(input_shape))
         x = jax.random.normal(jax.random.fold_in(key, 1), tuple(input_shape), jnp.float64)
         state = _to64(state)
         drop_key = jax.random.fold_in(key, 2)

@@ -57,7 +57,7 @@ def test_resume_after_crash_is_bitwise_equal(tmp_path):
     manager.close()
     params, state, step = restore_params(tmp_path / "run" / "checkpoints")
     assert step == 12
-    np.testing.assert_array_equal(params["dense"]["w"], ref.train_state.params["dense"]["w"])
+    np.testing.assert_array_equal(params["dense"]["weight"], ref.train_state.params["dense"]["weight"])
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -32,7 +32,7 @@ WORKER = textwrap.dedent("""
     xt, yt = tiny_data(20, seed=3)
     test = lambda: [distributed.process_slice({"image": xt, "label": yt})]
     for mode in ("pmap", "sharded"):
-        out = fit(tiny_model(axis_name="batch" if mode == "pmap" else None), train_batches=mine,
+        out = fit(tiny_model(), train_batches=mine,
                   steps_per_epoch=4, epochs=2, input_shape=(1, 8, 8, 1), tx=make_optimizer("momentum", 0.1),
                   loss=ce, seed=0, parallel=mode, progress=False, test_batches=test,
                   out_dir=sys.argv[3] + "/" + mode)

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import cli
-from jaxcnn.backprop import dispatch as F
+from jaxcnn.combinators import serial
 from jaxcnn.gradcheck import TOLERANCES, gradcheck_fn, gradcheck_model, gradcheck_op
+from jaxcnn.layers import AvgPool, BatchNorm, Conv, Dense, Flatten, Relu
 
 
 def test_gradcheck_conv_op_passes_all_methods():
@@ -41,26 +42,16 @@ def test_gradcheck_detects_a_wrong_gradient():
     assert not rep.passed
 
 
-class _TinyModel:
-    """A Layer-like model on dispatch ops: conv -> batch norm -> relu -> avg pool -> dense."""
-
-    def init(self, key, input_shape):
-        k1, k2 = jax.random.split(key)
-        params = {"w": jax.random.normal(k1, (3, 3, input_shape[-1], 3)) * 0.5, "b": jnp.zeros(3),
-                  "g": jnp.ones(3), "beta": jnp.zeros(3), "wd": jax.random.normal(k2, (12, 2)) * 0.5}
-        return params, {"mean": jnp.zeros(3), "var": jnp.ones(3)}
-
-    def apply(self, params, state, x, *, train=False, key=None):
-        h = F.conv(x, params["w"], params["b"], padding=1)
-        h, m, v = F.batch_norm(h, state["mean"], state["var"], params["g"], params["beta"], train=train)
-        h = F.avg_pool(F.relu(h), 2)
-        return F.dense(h.reshape(h.shape[0], -1), params["wd"]), {"mean": m, "var": v}
+def _tiny_network():
+    """conv -> batch norm -> relu -> avg pool -> flatten -> dense, as a ``serial`` Layer."""
+    return serial(("conv", Conv(3, 3, padding=1)), ("bn", BatchNorm()), ("relu", Relu()), ("pool", AvgPool(2)),
+                  ("flatten", Flatten()), ("dense", Dense(2)))
 
 
 def test_gradcheck_model_train_mode():
-    rep = gradcheck_model(_TinyModel(), (2, 4, 4, 2), train=True, fd_samples=4, jacobian_max=30)
+    rep = gradcheck_model(_tiny_network(), (2, 4, 4, 2), train=True, fd_samples=4, jacobian_max=30)
     assert rep.passed, rep.table()
-    assert any(r.leaf == "params/w" for r in rep.rows) and any(r.leaf == "input" for r in rep.rows)
+    assert any(r.leaf == "params/conv/weight" for r in rep.rows) and any(r.leaf == "input" for r in rep.rows)
 
 
 def test_cli_gradcheck_op(capsys):

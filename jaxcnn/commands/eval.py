@@ -5,6 +5,8 @@ import json
 import os
 import sys
 
+from .errors import UsageError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a saved run (jaxcnn train --out DIR) on the test split")
@@ -23,18 +25,19 @@ def run(args) -> int:
         run_dir = os.path.dirname(run_dir)
     config_path = os.path.join(run_dir, "config.json")
     if not os.path.exists(config_path):
-        raise SystemExit(f"no config.json in {run_dir}: pass the directory given to `jaxcnn train --out`")
+        raise UsageError(f"no config.json in {run_dir}: pass the directory given to `jaxcnn train --out`")
     with open(config_path) as f:
         config = json.load(f)
 
     from ..data import batches
     from ..train import evaluate_model, restore_params
-    from .train import create_model, load_data
+    from ..data import load_splits
+    from ..models import create
 
     dataset = args.dataset or config["dataset"]
     norm = config["normalization"]
-    _, test, _ = load_data(dataset, args.data_dir or config.get("data_dir"), normalization=(norm["mean"], norm["std"]))
-    model = create_model(config["model"], config["num_classes"], hparams=dict(config.get("model_option", [])))
+    _, test, _ = load_splits(dataset, args.data_dir or config.get("data_dir"), normalization=(norm["mean"], norm["std"]))
+    model = create(config["model"], num_classes=config["num_classes"], **dict(config.get("model_option", [])))
     params, state, step = restore_params(os.path.join(run_dir, "checkpoints"), args.step)
     result = evaluate_model(model, params, state, batches(test, args.batch_size, seed=0, epoch=0, shuffle=False,
                                                           drop_remainder=False),

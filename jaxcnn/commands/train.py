@@ -9,6 +9,9 @@ import os
 import sys
 import time
 
+from . import HelpFormatter
+from .errors import UsageError
+
 DEFAULT_MODEL = "digits_cnn"
 AUGMENTS = ("none", "crop", "flip", "crop_flip")
 
@@ -16,28 +19,33 @@ AUGMENTS = ("none", "crop", "flip", "crop_flip")
 def register(subparsers) -> None:
     from ..train.optim import OPTIMIZERS, SCHEDULES
     p = subparsers.add_parser("train", help="train a model (default: a small CNN on the embedded digits)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_MODEL, help="a name from jaxcnn.models.available()")
+                              formatter_class=HelpFormatter)
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="a zoo name (jaxcnn.models.available()) or your own 'package.module:function' "
+                        "returning a Layer or Model")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE", type=model_option,
                    help="a model hyper-parameter, e.g. activation=relu or widths=(32,64); repeatable")
     p.add_argument("--dataset", default="digits", help="digits, synthetic, fashion_mnist, idx:PATH or a TFDS name")
-    p.add_argument("--data-dir", default=None, help="TFDS data directory")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--data-dir", default=None, help="TFDS data directory (default: TFDS's own)")
+    p.add_argument("--epochs", type=int, default=15, help="passes over the training split")
     p.add_argument("--batch-size", type=int, default=64, help="global batch size (all devices, all processes)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optax optimizer")
     p.add_argument("--momentum", type=float, default=0.9, help="for --optimizer momentum")
-    p.add_argument("--schedule", choices=SCHEDULES + ("one-cycle",), default="onecycle")
+    p.add_argument("--schedule", choices=SCHEDULES + ("one-cycle",), default="onecycle",
+                   help="learning-rate schedule over the whole run")
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup for --schedule cosine")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="decoupled weight decay (adamw) or L2")
     p.add_argument("--clip-norm", type=float, default=None, help="clip the global gradient norm")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing in [0, 1)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: compute in bfloat16, keep float32 parameters")
-    p.add_argument("--parallel", choices=("none", "pmap", "sharded"), default="none")
-    p.add_argument("--backprop", choices=("autodiff", "explicit"), default="autodiff")
+    p.add_argument("--parallel", choices=("none", "pmap", "sharded"), default="none",
+                   help="one device, jax.pmap over local devices, or jit over a device mesh")
+    p.add_argument("--backprop", choices=("autodiff", "explicit"), default="autodiff",
+                   help="backward passes: XLA autodiff, or jaxcnn's hand-written transposed-kernel twins")
     p.add_argument("--augment", choices=AUGMENTS, default="none", help="on-device random crop and/or flip")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and dropout")
     p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate + checkpoint every N steps (0: every epoch)")
@@ -45,8 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
-    p.add_argument("--num-processes", type=int, default=1)
-    p.add_argument("--process-id", type=int, default=0)
+    p.add_argument("--num-processes", type=int, default=1, help="processes in a multi-process run")
+    p.add_argument("--process-id", type=int, default=0, help="this process's index in a multi-process run")
     p.set_defaults(func=run)
 
 
@@ -62,29 +70,19 @@ def model_option(text: str) -> tuple[str, object]:
         return key, value
 
 
-def create_model(name: str, num_classes: int, *, pmap: bool = False, hparams: dict | None = None):
-    """``models.create``; under pmap every batch norm of the model averages its batch
-    statistics across devices (``axis_name="batch"``, torch's SyncBatchNorm), so a pmap
-    run computes what the one-device run on the same global batch computes."""
-    from ..layers import sync_batch_norm
+def build_model(name: str, num_classes: int, image_shape, hparams: dict | None = None):
+    """``models.create(name, ...)`` checked against the dataset: a model that cannot take
+    ``image_shape`` (H, W, C) images is a :class:`UsageError` naming both shapes."""
     from ..models import create
-    with sync_batch_norm("batch" if pmap else None):
-        return create(name, num_classes=num_classes, **dict(hparams or {}))
-
-
-def load_data(dataset: str, data_dir, normalization=None):
-    """(train, test, normalization): both splits normalised with the train split's statistics."""
-    import numpy as np
-
-    from ..data import Normalization, channel_stats, load_dataset, normalize, to_unit_range
-    train = load_dataset(dataset, "train", data_dir=data_dir)
-    test = load_dataset(dataset, "test", data_dir=data_dir)
-    train, test = (d.replace(images=to_unit_range(d.images)) for d in (train, test))
-    if normalization is None:
-        normalization = channel_stats(train)
-    else:
-        normalization = Normalization(*(np.asarray(v, "float32") for v in normalization))
-    return normalize(train, normalization), normalize(test, normalization), normalization
+    model = create(name, num_classes=num_classes, **dict(hparams or {}))
+    try:
+        model.output_shape((1,) + tuple(image_shape))
+    except Exception as e:  # noqa: BLE001 -- any failure to trace means the shapes do not fit
+        natural = "x".join(map(str, model.input_shape)) if model.input_shape else "other"
+        cause = str(e).splitlines()[0]
+        raise UsageError(f"model {name!r} expects {natural} inputs but the dataset gives "
+                         f"{'x'.join(map(str, image_shape))} images ({cause})") from None
+    return model
 
 
 def run(args) -> int:
@@ -92,22 +90,21 @@ def run(args) -> int:
         from ..train import distributed
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     elif args.num_processes != 1:
-        raise SystemExit("--num-processes > 1 needs --coordinator HOST:PORT")
+        raise UsageError("--num-processes > 1 needs --coordinator HOST:PORT")
 
     import jax
 
-    from ..data import augment as augment_images, batches, steps_per_epoch
-    from ..ops import cross_entropy
+    from ..backprop import dispatch
+    from ..data import augment as augment_images, batches, load_splits, steps_per_epoch
     from ..train import NonFiniteLossError, fit, make_optimizer, make_schedule
 
     # ---------------------------------------------------------------- data + model
-    train, test, norm = load_data(args.dataset, args.data_dir)
+    train, test, norm = load_splits(args.dataset, args.data_dir)
     n_proc, proc = jax.process_count(), jax.process_index()
     steps = steps_per_epoch(len(train), args.batch_size)
     if steps < 1:
-        raise SystemExit(f"--batch-size {args.batch_size} exceeds the {len(train)} training examples")
-    model = create_model(args.model, train.num_classes, pmap=args.parallel == "pmap",
-                         hparams=dict(args.model_option))
+        raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(train)} training examples")
+    model = build_model(args.model, train.num_classes, train.image_shape, dict(args.model_option))
     augment = None
     if args.augment != "none":
         pad = max(1, train.image_shape[0] // 8) if "crop" in args.augment else 0
@@ -126,7 +123,8 @@ def run(args) -> int:
     schedule = make_schedule(args.schedule, args.lr, args.epochs * steps, warmup_steps=args.warmup_steps)
     tx = make_optimizer(args.optimizer, schedule, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
                         momentum=args.momentum)
-    loss = functools.partial(cross_entropy, label_smoothing=args.label_smoothing)
+    # the dispatched loss: under --backprop explicit its hand-written backward is used too
+    loss = functools.partial(dispatch.cross_entropy, label_smoothing=args.label_smoothing)
 
     out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     config = {k: v for k, v in vars(args).items() if k != "func"}

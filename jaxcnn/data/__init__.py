@@ -12,6 +12,7 @@ from jaxcnn.data.normalize import Normalization, channel_stats, normalize, norma
 from jaxcnn.data.pipeline import (batches, epoch_permutation, prefetch_to_device, shard_for_devices,
                                   steps_per_epoch)
 from jaxcnn.data.registry import available, load_dataset
+from jaxcnn.data.splits import load_splits
 from jaxcnn.data.synthetic import make_synthetic
 
 
@@ -24,7 +25,7 @@ def prepare_local_idx(source_dir, *, data_dir=None, fashion_mnist=False) -> str:
 
 __all__ = [
     "Dataset", "Normalization", "IDX_SPLIT_FILES",
-    "load_dataset", "available", "load_digits", "make_synthetic", "prepare_local_idx",
+    "load_dataset", "load_splits", "available", "load_digits", "make_synthetic", "prepare_local_idx",
     "read_idx", "read_idx_header", "write_idx", "read_idx_split",
     "channel_stats", "normalize", "normalize_images", "to_unit_range",
     "augment", "random_crop", "random_flip",

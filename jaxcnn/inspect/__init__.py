@@ -3,3 +3,4 @@ parameters and multiply-adds) and ``receptive_field`` (per-layer map size, jump,
 and receptive field; ``region`` gives the input window that one output unit sees)."""
 from .receptive_field import RFRow, RFTable, receptive_field, region  # noqa: F401
 from .summary import Summary, summary  # noqa: F401
+from ._trace import trace  # noqa: F401  (one abstract trace of a network: shapes + leaf records)

@@ -9,11 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ..layers.base import recording
-
-
-def as_layer(model):
-    """The 3-value Layer behind a zoo Model (``model.layer``) or a Layer itself."""
-    return getattr(model, "layer", model)
+from ..types import as_layer
 
 
 def trace(model, input_shape):

@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from ..inspect._trace import as_layer
+from ..types import as_layer
 
 
 class FlaxModel(nn.Module):

@@ -21,7 +21,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from ..inspect._trace import trace
+from ..inspect import trace
 from ..ops.layout import channels_last
 
 _STATE_KEYS = ("running_mean", "running_var")

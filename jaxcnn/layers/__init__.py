@@ -7,7 +7,7 @@ Default layout is NHWC; every spatial layer takes ``layout=``.
 from . import initializers
 from .base import LayerError, Record, call_child, current_path, elementwise, leaf, recording
 from .conv import Conv, ConvTranspose, Dense
-from .norm import BatchNorm, sync_batch_norm
+from .norm import BatchNorm
 from .pool import (AdaptiveAvgPool, AdaptiveMaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool, LpPool,
                    MaxPool)
 from .simple import (Activation, ChannelShuffle, Dropout, Elu, Flatten, Gelu, Hardsigmoid, Hardswish,

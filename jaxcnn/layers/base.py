@@ -24,6 +24,20 @@ from ..types import Layer
 
 _PATH: contextvars.ContextVar[tuple] = contextvars.ContextVar("jaxcnn_layer_path", default=())
 _RECORDS: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("jaxcnn_records", default=None)
+# ``tap(path, y) -> y`` applied to every child's apply output while set (see ``tapping``).
+_TAP: contextvars.ContextVar[Optional[Callable]] = contextvars.ContextVar("jaxcnn_tap", default=None)
+
+
+@contextlib.contextmanager
+def tapping(tap: Callable):
+    """Within the block, every child output ``y`` at layer path ``p`` becomes ``tap(p, y)``:
+    a pure, trace-time rewrite (scoped like :func:`recording`) used to read or perturb
+    intermediate outputs without changing the model's code."""
+    token = _TAP.set(tap)
+    try:
+        yield
+    finally:
+        _TAP.reset(token)
 
 
 class LayerError(ValueError):
@@ -54,7 +68,10 @@ def call_child(name: str, layer: Layer, phase: str, fn: Callable, *args, **kwarg
     """
     token = _PATH.set(_PATH.get() + (str(name),))
     try:
-        return fn(*args, **kwargs)
+        out = fn(*args, **kwargs)
+        tap = _TAP.get()
+        # inspect.activations / grad_cam read (or add a zero to) a child's output here.
+        return (tap(_PATH.get(), out[0]), out[1]) if tap is not None and phase == "apply" else out
     except LayerError:
         raise
     except Exception as e:  # noqa: BLE001 -- re-raised with context, never swallowed
@@ -108,15 +125,17 @@ def leaf(name: str, meta: dict, forward: Callable, make_params: Callable | None 
 
     ``make_params(key, input_shape) -> params`` and ``make_state(input_shape) -> state``
     (both default to ``{}``). ``forward(params, state, x, train, key) -> y`` when not
-    ``stateful``, else ``-> (y, new_state)``. Every apply call is recorded (see
-    :func:`recording`).
+    ``stateful``, else ``forward(params, state, x, train, key, axis_name) -> (y,
+    new_state)`` (a stateful layer -- batch norm -- may average its statistics over the
+    apply-time ``axis_name``). Every apply call is recorded (see :func:`recording`).
     """
     meta = dict(meta)
     meta.setdefault("type", name)
 
-    def run(params, state, x, train, key):
-        out = forward(params, state, x, train, key)
-        return out if stateful else (out, state)
+    def run(params, state, x, train, key, axis_name=None):
+        if stateful:
+            return forward(params, state, x, train, key, axis_name)
+        return forward(params, state, x, train, key), state
 
     def init(key, input_shape):
         input_shape = tuple(int(s) for s in input_shape)
@@ -127,8 +146,8 @@ def leaf(name: str, meta: dict, forward: Callable, make_params: Callable | None 
                            _shape_struct(input_shape))
         return tuple(y.shape), params, state
 
-    def apply(params, state, x, *, train=False, key=None, **_):
-        y, new_state = run(params, state, x, train, key)
+    def apply(params, state, x, *, train=False, key=None, axis_name=None, **_):
+        y, new_state = run(params, state, x, train, key, axis_name)
         record(meta, params, x, y)
         return y, new_state
 

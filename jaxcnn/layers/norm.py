@@ -8,9 +8,6 @@ here) and the running variance is updated with the unbiased batch variance.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
-
 import jax.numpy as jnp
 
 from ..backprop import dispatch as F
@@ -18,37 +15,19 @@ from ..ops.layout import channels_last
 from ..ops.shapes import describe
 from .base import leaf
 
-# The axis that BatchNorm layers *built* inside ``sync_batch_norm`` average over. Read
-# once at construction (never at trace time), so the built layer stays a pure function.
-_DEFAULT_AXIS = contextvars.ContextVar("jaxcnn_batch_norm_axis", default=None)
-
-
-@contextlib.contextmanager
-def sync_batch_norm(axis_name: str | None):
-    """Every ``BatchNorm`` constructed inside this block without an explicit
-    ``axis_name`` averages its batch statistics over ``axis_name`` (torch's
-    SyncBatchNorm). The train loop builds zoo models inside it under ``--parallel pmap``
-    so that any model gets cross-device statistics without a per-builder option::
-
-        with sync_batch_norm("batch"):
-            model = models.create("resnet18")
-    """
-    token = _DEFAULT_AXIS.set(axis_name)
-    try:
-        yield
-    finally:
-        _DEFAULT_AXIS.reset(token)
-
 
 def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, use_scale: bool = True, use_bias: bool = True,
               axis_name=None, layout: str = "NHWC", name: str = "BatchNorm"):
     """torch.nn.BatchNorm{1,2,3}d. Works on (N, C) and (N, *spatial, C) inputs (NHWC)
     or (N, C, *spatial) (NCHW). ``axis_name`` averages batch statistics across a
-    pmap/shard_map axis. Params: ``weight`` (ones), ``bias`` (zeros); state:
-    ``running_mean`` (zeros), ``running_var`` (ones). Without ``axis_name`` the
-    enclosing :func:`sync_batch_norm` block's axis (if any) is used."""
-    if axis_name is None:
-        axis_name = _DEFAULT_AXIS.get()
+    pmap/shard_map axis (torch's SyncBatchNorm). Params: ``weight`` (ones), ``bias``
+    (zeros); state: ``running_mean`` (zeros), ``running_var`` (ones).
+
+    ``axis_name`` is normally not given here: the train step passes its own axis to
+    ``apply(..., axis_name=...)`` and every BatchNorm in the network averages over it, so
+    where a network runs decides how it normalises, not how it was built. A name given
+    here overrides the apply-time one."""
+    built_axis = axis_name
     meta = dict(type=name, kind="batch_norm", momentum=momentum, eps=eps, layout=layout, rf="pointwise")
 
     def channels(input_shape):
@@ -70,10 +49,10 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, use_scale: bool = True, 
         c = channels(input_shape)
         return {"running_mean": jnp.zeros((c,), jnp.float32), "running_var": jnp.ones((c,), jnp.float32)}
 
-    def forward(params, state, x, train, key):
+    def forward(params, state, x, train, key, axis_name):
         y, mean, var = F.batch_norm(x, state["running_mean"], state["running_var"], params.get("weight"),
                                     params.get("bias"), train=train, momentum=momentum, eps=eps,
-                                    axis_name=axis_name, layout=layout)
+                                    axis_name=built_axis or axis_name, layout=layout)
         new_state = {"running_mean": mean, "running_var": var} if train else state
         return y, new_state
 

@@ -3,11 +3,14 @@ ChannelShuffle, Identity."""
 from __future__ import annotations
 
 from ..backprop import dispatch as F
+from ..ops.activations import get_activation
 from .base import elementwise, leaf
 
 
 def Activation(name: str, **kwargs):
-    """Any activation of ``ops.get_activation(name)`` ("relu", "gelu", ...) as a layer."""
+    """Any activation of ``ops.get_activation(name)`` ("relu", "gelu", ...) as a layer.
+    An unknown name raises ``ValueError`` listing the known ones when the layer is built."""
+    get_activation(name)  # validate now, not at the first apply
     return elementwise(_TITLE.get(name, name.title()), lambda x: getattr(F, name)(x, **kwargs),
                        {"activation": name, **kwargs})
 

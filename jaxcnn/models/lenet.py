@@ -9,7 +9,10 @@ from .base import Model
 
 
 def lenet5(num_classes: int = 10, activation: str = "sigmoid", pool: str = "avg") -> Model:
-    Pool = {"avg": AvgPool, "max": MaxPool}[pool]
+    pools = {"avg": AvgPool, "max": MaxPool}
+    if pool not in pools:
+        raise ValueError(f"lenet5: pool must be one of {sorted(pools)}, got {pool!r}")
+    Pool = pools[pool]
     layer = serial(
         ("conv1", Conv(6, 5, padding=2)), ("act1", Activation(activation)), ("pool1", Pool(2)),
         ("conv2", Conv(16, 5)), ("act2", Activation(activation)), ("pool2", Pool(2)),

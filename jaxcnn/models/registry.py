@@ -1,10 +1,20 @@
-"""Model registry: ``create(name, num_classes=..., **hparams)`` and ``available()``."""
+"""Model registry: ``create(name, num_classes=..., **hparams)`` and ``available()``.
+
+``name`` is a zoo name (``available()``) or ``"package.module:factory"``: a user's own
+function returning a :class:`~jaxcnn.types.Layer` or :class:`Model` (e.g. built with
+``serial(...)``), which is how ``jaxcnn train --model mypkg.nets:small_cnn`` trains a
+network that is not in the zoo. Hyper-parameters are checked against the builder's
+signature when the model is built, so a misspelt option fails at once, listing the
+accepted ones.
+"""
 from __future__ import annotations
 
+import importlib
+import inspect
 from typing import Callable
 
 from .alexnet import alexnet
-from .base import Model
+from .base import Model, as_model
 from .densenet import densenet121
 from .digits_cnn import digits_cnn
 from .fmnist_cnn import fmnist_cnn
@@ -36,10 +46,53 @@ def register(name: str, builder: Callable[..., Model]) -> None:
     _MODELS[name] = builder
 
 
+def load_factory(spec: str) -> Callable:
+    """The function named by ``"package.module:factory"`` (imported now)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"model factory must be written 'package.module:function', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"cannot import {module_name!r} for model {spec!r}: {e}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"module {module_name!r} has no function {attr!r} (model {spec!r})")
+    return factory
+
+
+def accepted_options(builder: Callable) -> list[str] | None:
+    """The keyword arguments ``builder`` accepts, or ``None`` when it takes ``**kwargs``."""
+    params = inspect.signature(builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
 def create(name: str, *, num_classes: int | None = None, **hparams) -> Model:
-    """Build model ``name``; ``num_classes`` defaults to the family's own (10 or 1000)."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}")
-    if num_classes is not None:
+    """Build model ``name`` (a zoo name or ``"package.module:factory"``).
+
+    ``num_classes`` defaults to the family's own (10 or 1000); it is passed to a user
+    factory only if the factory accepts it. Unknown names and hyper-parameters raise
+    ``ValueError`` listing what is accepted; a bad hyper-parameter value raises from the
+    builder now, not at the first apply.
+    """
+    if ":" in name:
+        builder = load_factory(name)
+    elif name in _MODELS:
+        builder = _MODELS[name]
+    else:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())} "
+                         f"(or 'package.module:function' for your own)")
+    accepted = accepted_options(builder)
+    if num_classes is not None and (accepted is None or "num_classes" in accepted):
         hparams["num_classes"] = num_classes
-    return _MODELS[name](**hparams)
+    if accepted is not None:
+        unknown = sorted(set(hparams) - set(accepted))
+        if unknown:
+            raise ValueError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+                             f"accepted: {', '.join(accepted) or '(none)'}")
+    network = builder(**hparams)
+    if isinstance(network, Model):
+        return network
+    return as_model(network, name=name, num_classes=num_classes)

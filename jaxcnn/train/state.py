@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ..models.base import as_model
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -21,8 +23,9 @@ class TrainState:
 
 
 def create_train_state(model, tx: optax.GradientTransformation, key, input_shape) -> TrainState:
-    """Initialise ``model`` for inputs of ``input_shape`` (batch included, NHWC) and ``tx``."""
-    params, state = model.init(key, tuple(input_shape))
+    """Initialise ``model`` (a Model or a Layer, see :func:`jaxcnn.models.as_model`) for
+    inputs of ``input_shape`` (batch included, NHWC) and ``tx``."""
+    params, state = as_model(model).init(key, tuple(input_shape))
     return TrainState(params=params, state=state, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32))
 
 

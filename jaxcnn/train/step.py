@@ -2,8 +2,11 @@
 
 ``train_step(train_state, batch, key) -> (train_state, metrics)`` where ``batch`` is
 ``{"image": (B, H, W, C) float, "label": (B,) int}``. With ``axis_name`` (under
-``jax.pmap``) gradients, metrics and batch-norm statistics are ``lax.pmean``-ed over
-that axis, so every device holds the same train state after every step.
+``jax.pmap``) the model is applied with ``axis_name`` (every BatchNorm averages its batch
+statistics over the devices, torch's SyncBatchNorm) and gradients, metrics and running
+statistics are ``lax.pmean``-ed over that axis, so every device holds the same train
+state after every step and it equals the one-device step on the same global batch.
+``model`` is anything :func:`jaxcnn.models.as_model` accepts (a Model or a Layer).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from jax import lax
 
 from ..backprop import backprop_mode
 from ..backprop.mode import MODES as BACKPROP_MODES
+from ..models.base import as_model
 from .state import TrainState
 
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
@@ -36,11 +40,25 @@ def _like(tree, reference):
     return jax.tree.map(lambda a, r: a.astype(r.dtype), tree, reference)
 
 
-def _forward(model, params, state, image, *, train, key, dtype):
+BATCH_KEYS = ("image", "label")
+
+
+def check_batch(batch) -> None:
+    """Raise a ``ValueError`` naming the missing keys unless ``batch`` is a mapping with
+    ``"image"`` (B, H, W, C) and ``"label"`` (B,) (plus an optional ``"mask"`` in eval)."""
+    if not hasattr(batch, "keys"):
+        raise TypeError(f"train step: batch must be a dict with keys {BATCH_KEYS}, got {type(batch).__name__}")
+    missing = [k for k in BATCH_KEYS if k not in batch]
+    if missing:
+        raise ValueError(f"train step: batch has no {', '.join(map(repr, missing))}; expected keys "
+                         f"{BATCH_KEYS} (image (B, H, W, C) float, label (B,) int), got {sorted(batch)}")
+
+
+def _forward(model, params, state, image, *, train, key, dtype, axis_name=None):
     """Run the model in ``dtype`` (parameters stay float32; only the computation is cast)."""
     if dtype != jnp.float32:
         params, state, image = _cast_floats(params, dtype), _cast_floats(state, dtype), image.astype(dtype)
-    logits, new_state = model.apply(params, state, image, train=train, key=key)
+    logits, new_state = model.apply(params, state, image, train=train, key=key, axis_name=axis_name)
     return logits.astype(jnp.float32), new_state
 
 
@@ -60,12 +78,15 @@ def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, 
     if backprop not in BACKPROP_MODES:
         raise ValueError(f"backprop must be one of {', '.join(BACKPROP_MODES)}, got {backprop!r}")
     dtype = compute_dtype(precision)
+    model = as_model(model)
 
     def loss_fn(params, state, batch, key):
-        logits, new_state = _forward(model, params, state, batch["image"], train=True, key=key, dtype=dtype)
+        logits, new_state = _forward(model, params, state, batch["image"], train=True, key=key, dtype=dtype,
+                                     axis_name=axis_name)
         return loss(logits, batch["label"]), (logits, new_state)
 
     def train_step(train_state: TrainState, batch, key):
+        check_batch(batch)
         key = jax.random.fold_in(key, train_state.step)
         if axis_name is not None:
             key = jax.random.fold_in(key, lax.axis_index(axis_name))
@@ -99,8 +120,10 @@ def make_eval_step(model, *, axis_name: str | None = None, precision: str = "fp3
     size does not divide the batch or the device count is evaluated exactly.
     """
     dtype = compute_dtype(precision)
+    model = as_model(model)
 
     def eval_step(train_state: TrainState, batch):
+        check_batch(batch)
         logits, _ = _forward(model, train_state.params, train_state.state, batch["image"], train=False, key=None,
                              dtype=dtype)
         labels = batch["label"]
