@@ -9,8 +9,9 @@ padding ``t*d`` -- and the padding is cropped at the end. Max pooling keeps, per
 window, the first tap whose value is strictly greater than every earlier one: torch's
 "first maximum in window scan order" (row-major over the kernel).
 
-The window geometry (torch's ceil_mode rule, the high padding) is the forward's own
-``jaxcnn.ops.pool._Window``, so forward and backward cannot disagree on it.
+The window geometry (torch's ceil_mode rule, the high padding, the average divisor, the
+adaptive windows) comes from :mod:`jaxcnn.ops.windows`, the module the forward ops use,
+so forward and backward cannot disagree on it.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 from jax import lax
 
 from ..ops.layout import channels_last
-from ..ops.pool import _adaptive_setup, _adaptive_bounds, _Window
+from ..ops.windows import Window, adaptive_geometry, adaptive_matrix, avg_divisor
 
 
 def _taps(win):
@@ -80,7 +81,7 @@ def max_pool_argmax_taps(x, kernel_size, stride=None, padding=0, dilation=1, cei
     A count above 1 is a tie: max pooling is not differentiable there, and the
     convention (first maximum) decides which input gets the gradient.
     """
-    win = _Window(jnp.asarray(x), kernel_size, stride, padding, dilation, ceil_mode, layout, "max_pool_backward")
+    win = Window(jnp.asarray(x), kernel_size, stride, padding, dilation, ceil_mode, layout, "max_pool_backward")
     xp = _padded(win, -jnp.inf)
     best = arg = ties = None
     for i, (_, starts) in enumerate(_taps(win)):
@@ -118,31 +119,16 @@ def max_pool_backward(x, dy, kernel_size, stride=None, padding=0, dilation=1, ce
     return win.finish(_crop(gp, win))
 
 
-def _avg_counts(size, kernel, stride, pad, out, include_pad):
-    """torch's divisor along one axis: window clipped to the padded input (count_include_pad)
-    or to the input itself; the ceil_mode overhang is never counted."""
-    starts = np.arange(out) * stride - pad
-    ends = np.minimum(starts + kernel, size + pad)
-    if include_pad:
-        return (ends - starts).astype(np.float64)
-    return (np.minimum(ends, size) - np.maximum(starts, 0)).astype(np.float64)
-
-
 def avg_pool_backward(x, dy, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                       count_include_pad: bool = True, divisor_override=None, *, layout: str = "NHWC"):
     """dL/dx of ``avg_pool``: each input of a window receives ``dy / Q``, ``Q`` the window's
     divisor (``divisor_override``, else the count with or without the zero padding)."""
-    win = _Window(jnp.asarray(x), kernel_size, stride, padding, 1, ceil_mode, layout, "avg_pool_backward")
+    win = Window(jnp.asarray(x), kernel_size, stride, padding, 1, ceil_mode, layout, "avg_pool_backward")
     dy = _batched_dy(dy, win).astype(win.x.dtype)
     if divisor_override is not None:
         scaled = dy / divisor_override
     else:
-        q = np.ones(win.out)
-        for d, (n, k, s, p, o) in enumerate(zip(win.sizes, win.kernel, win.stride, win.padding, win.out)):
-            q = q * _avg_counts(n, k, s, p, o, count_include_pad).reshape([-1 if j == d else 1
-                                                                          for j in range(win.rank)])
-        q = q.reshape(([1] + list(q.shape) + [1]) if channels_last(layout) else ([1, 1] + list(q.shape)))
-        scaled = dy / jnp.asarray(q, dy.dtype)
+        scaled = dy / jnp.asarray(avg_divisor(win, count_include_pad), dy.dtype)
     padded_shape = _padded_shape(win)
     gp = jnp.zeros(padded_shape, dy.dtype)
     for _, starts in _taps(win):
@@ -153,15 +139,12 @@ def avg_pool_backward(x, dy, kernel_size, stride=None, padding=0, ceil_mode: boo
 def adaptive_avg_pool_backward(x, dy, output_size, *, layout: str = "NHWC"):
     """dL/dx of ``adaptive_avg_pool``: per axis the transpose of the (out x in) averaging
     matrix (row i = 1/len on torch's window [floor(i n/o), ceil((i+1) n/o)))."""
-    xb, unbatched, axes, sizes, outs = _adaptive_setup(jnp.asarray(x), output_size, layout,
-                                                       "adaptive_avg_pool_backward")
+    xb, unbatched, axes, sizes, outs = adaptive_geometry(jnp.asarray(x), output_size, layout,
+                                                         "adaptive_avg_pool_backward")
     g = jnp.asarray(dy).astype(xb.dtype)
     g = g[None] if unbatched else g
     for a, n, o in zip(axes, sizes, outs):
-        starts, ends = _adaptive_bounds(n, o)
-        m = np.zeros((o, n))
-        for i, (s, e) in enumerate(zip(starts, ends)):
-            m[i, s:e] = 1.0 / (e - s)
+        m = adaptive_matrix(n, o)
         g = jnp.moveaxis(jnp.tensordot(jnp.asarray(m.T, g.dtype), g, axes=[[1], [a]]), 0, a)
     return g[0] if unbatched else g
 

@@ -7,8 +7,9 @@ import numpy as np
 from jax import lax
 
 from .checks import as_float_array
-from .layout import channel_axis, channels_last, spatial_axes
+from .layout import channel_axis
 from .shapes import describe
+from .windows import broadcast_to_axis, linear_taps, resize_geometry
 
 
 def dense(x, w, b=None):
@@ -121,55 +122,23 @@ def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
-def _source_coords(out_size, in_size, scale, mode, align_corners):
-    """Source coordinate of every output cell along one axis (torch.nn.functional.interpolate)."""
-    dst = np.arange(out_size, dtype=np.float64)
-    if mode == "nearest":
-        return np.minimum(np.floor(dst * scale).astype(np.int64), in_size - 1)
-    if align_corners:
-        return dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else np.zeros(out_size)
-    return np.maximum((dst + 0.5) * scale - 0.5, 0.0)
-
-
 def upsample(x, size=None, scale_factor=None, mode: str = "nearest", align_corners=None, *,
              layout: str = "NHWC"):
     """Resize spatial axes like ``torch.nn.functional.interpolate``.
 
     ``mode``: "nearest", or "linear"/"bilinear"/"trilinear" (all separable linear
-    interpolation); exactly one of ``size`` and ``scale_factor``.
+    interpolation); exactly one of ``size`` and ``scale_factor``. The source coordinates
+    are :func:`jaxcnn.ops.windows.resize_geometry`'s (shared with the explicit backward).
     """
     op = "upsample"
     x = as_float_array(x, op)
-    if mode not in ("nearest", "linear", "bilinear", "trilinear"):
-        raise ValueError(f"{op}: mode must be 'nearest', 'linear', 'bilinear' or 'trilinear', got {mode!r}")
-    if mode == "nearest" and align_corners:
-        raise ValueError(f"{op}: align_corners only applies to the linear modes")
-    if (size is None) == (scale_factor is None):
-        raise ValueError(f"{op}: give exactly one of size and scale_factor")
-    axes = spatial_axes(x.ndim, layout, op)
-    rank = len(axes)
-    if size is not None:
-        outs = [int(size)] * rank if isinstance(size, (int, np.integer)) else [int(s) for s in size]
-        scales = [n / o for n, o in zip((x.shape[a] for a in axes), outs)]
-    else:
-        factors = [float(scale_factor)] * rank if np.isscalar(scale_factor) else [float(f) for f in scale_factor]
-        outs = [int(np.floor(x.shape[a] * f)) for a, f in zip(axes, factors)]
-        scales = [1.0 / f for f in factors]
-    if len(outs) != rank:
-        raise ValueError(f"{op}: size/scale_factor needs {rank} entries, got {size or scale_factor!r}")
     y = x
-    for a, o, scale in zip(axes, outs, scales):
-        n = x.shape[a]
-        src = _source_coords(o, n, scale, "nearest" if mode == "nearest" else "linear", bool(align_corners))
+    for a, n, o, src in resize_geometry(x, size, scale_factor, mode, align_corners, layout, op):
         if mode == "nearest":
             y = jnp.take(y, jnp.asarray(src), axis=a)
             continue
-        lo = np.minimum(np.floor(src).astype(np.int64), n - 1)
-        hi = np.minimum(lo + 1, n - 1)
-        frac = (src - lo).astype(np.float64)
-        wshape = [1] * y.ndim
-        wshape[a] = o
-        frac = jnp.asarray(frac.reshape(wshape), y.dtype)
+        lo, hi, frac = linear_taps(src, n)
+        frac = broadcast_to_axis(frac, y.ndim, a, y.dtype)
         y = jnp.take(y, jnp.asarray(lo), axis=a) * (1 - frac) + jnp.take(y, jnp.asarray(hi), axis=a) * frac
     return y
 

@@ -11,66 +11,15 @@ import numpy as np
 import jax.numpy as jnp
 from jax import lax
 
-from .checks import as_float_array, check_output_positive, check_rank
+from .checks import as_float_array, check_rank
 from .layout import channels_last, spatial_axes
-from .shapes import describe, ntuple, pool_output_size, positive_tuple
+from .shapes import describe, ntuple, positive_tuple
+from .windows import (Window, adaptive_geometry, adaptive_mask, adaptive_matrix, avg_divisor,
+                      spatial_rank)
 
-
-def _spatial_rank(x, kernel_size, op: str) -> int:
-    if isinstance(kernel_size, (int, np.integer)):
-        rank = x.ndim - 2
-        if not 1 <= rank <= 3:
-            raise ValueError(f"{op}: expected a batched 1-3-D input of rank 3-5, got shape {describe(x.shape)}"
-                             f" (pass kernel_size as a tuple to pool an unbatched input)")
-        return rank
-    return len(tuple(kernel_size))
-
-
-class _Window:
-    """Resolved geometry of one pooling call: full-rank window dims, strides, padding."""
-
-    def __init__(self, x, kernel_size, stride, padding, dilation, ceil_mode, layout, op, max_pad_half=True):
-        self.op = op
-        rank = _spatial_rank(x, kernel_size, op)
-        self.x, self.unbatched = check_rank(x, rank, layout, op)
-        self.rank, self.layout = rank, layout
-        self.kernel = positive_tuple(kernel_size, rank, "kernel_size", op)
-        self.stride = self.kernel if stride is None or stride == () or stride == [] else \
-            positive_tuple(stride, rank, "stride", op)
-        self.padding = ntuple(padding, rank, "padding", op)
-        self.dilation = positive_tuple(dilation, rank, "dilation", op)
-        if any(p < 0 for p in self.padding):
-            raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
-        if max_pad_half and any(p > k // 2 for p, k in zip(self.padding, self.kernel)):
-            raise ValueError(f"{op}: padding {self.padding} must be at most half the kernel size {self.kernel}")
-        self.axes = spatial_axes(self.x.ndim, layout, op)
-        self.sizes = [self.x.shape[a] for a in self.axes]
-        for dim, (n, k, d, p) in enumerate(zip(self.sizes, self.kernel, self.dilation, self.padding)):
-            if n + 2 * p < d * (k - 1) + 1:
-                raise ValueError(f"{op}: window of effective size {d * (k - 1) + 1} in spatial dim {dim} is larger "
-                                 f"than the padded input size {n + 2 * p} (input shape {describe(self.x.shape)})")
-        self.out = [pool_output_size(n, k, s, p, d, ceil_mode)
-                    for n, k, s, p, d in zip(self.sizes, self.kernel, self.stride, self.padding, self.dilation)]
-        check_output_positive(self.out, op, self.x.shape)
-        # High-side padding that makes reduce_window produce exactly `out` windows.
-        self.pads = []
-        for n, k, s, p, d, o in zip(self.sizes, self.kernel, self.stride, self.padding, self.dilation, self.out):
-            hi = max((o - 1) * s + d * (k - 1) + 1 - n - p, 0)
-            self.pads.append((p, hi))
-
-    def full(self, spatial_values, fill):
-        """Spread per-spatial-dim values into a full-rank tuple (``fill`` elsewhere)."""
-        values = [fill] * self.x.ndim
-        for a, v in zip(self.axes, spatial_values):
-            values[a] = v
-        return tuple(values)
-
-    def reduce(self, operand, init, computation):
-        return lax.reduce_window(operand, init, computation, self.full(self.kernel, 1), self.full(self.stride, 1),
-                                 self.full(self.pads, (0, 0)), window_dilation=self.full(self.dilation, 1))
-
-    def finish(self, y):
-        return y[0] if self.unbatched else y
+# Transitional alias for code that still imports the old private name
+# (jaxcnn/backprop/fast/max_pool.py); new code uses jaxcnn.ops.windows.Window.
+_Window = Window
 
 
 def _lowest(dtype):
@@ -87,7 +36,7 @@ def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool
     """
     op = "max_pool"
     x = jnp.asarray(as_float_array(x, op) if not hasattr(x, "dtype") else x)
-    win = _Window(x, kernel_size, stride, padding, dilation, ceil_mode, layout, op)
+    win = Window(x, kernel_size, stride, padding, dilation, ceil_mode, layout, op)
     xb = win.x
     # A concrete (numpy) init, not a traced one: only then does reduce_window lower to the
     # differentiable max/add monoid under jit (a traced init gives a generic reduce_window
@@ -102,7 +51,7 @@ def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool
     return win.finish(y), win.finish(_argmax_indices(win, xb))
 
 
-def _dilated_max(win: _Window, xb):
+def _dilated_max(win: Window, xb):
     """Max over dilated windows from strided slices of the -inf-padded input, one per
     kernel tap (scan order), selecting the first maximum so that the gradient goes to
     that single element, as in torch."""
@@ -119,7 +68,7 @@ def _dilated_max(win: _Window, xb):
     return jnp.take_along_axis(stacked, first[None], axis=0)[0]
 
 
-def _argmax_indices(win: _Window, xb):
+def _argmax_indices(win: Window, xb):
     """Flat spatial index of each window's first maximum (variadic reduce_window)."""
     spatial_shape = tuple(win.sizes)
     flat = jnp.arange(int(np.prod(spatial_shape)), dtype=jnp.int32).reshape(spatial_shape)
@@ -138,39 +87,18 @@ def _argmax_indices(win: _Window, xb):
     return indices
 
 
-def _window_counts(size, kernel, stride, pad, out, include_pad):
-    """Per-output number of cells a window covers (torch's divisor), one spatial dim."""
-    counts = np.empty(out, dtype=np.float64)
-    for i in range(out):
-        start = i * stride - pad
-        end = min(start + kernel, size + pad)
-        if include_pad:
-            counts[i] = end - start
-        else:
-            counts[i] = min(end, size) - max(start, 0)
-    return counts
-
-
 def avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
              divisor_override=None, *, layout: str = "NHWC"):
     """Average pooling; ``torch.nn.functional.avg_pool{1,2,3}d`` under ``layout="NCHW"``."""
     op = "avg_pool"
     x = as_float_array(x, op)
-    win = _Window(x, kernel_size, stride, padding, 1, ceil_mode, layout, op)
+    win = Window(x, kernel_size, stride, padding, 1, ceil_mode, layout, op)
     sums = win.reduce(win.x, np.array(0, win.x.dtype), lax.add)  # concrete init: see max_pool
     if divisor_override is not None:
         if divisor_override == 0:
             raise ValueError(f"{op}: divisor_override must be non-zero")
         return win.finish(sums / divisor_override)
-    divisor = np.ones(win.out, dtype=np.float64)
-    for d, (n, k, s, p, o) in enumerate(zip(win.sizes, win.kernel, win.stride, win.padding, win.out)):
-        c = _window_counts(n, k, s, p, o, count_include_pad)
-        divisor = divisor * c.reshape([-1 if j == d else 1 for j in range(win.rank)])
-    shape = list(divisor.shape)
-    if channels_last(layout):
-        divisor = divisor.reshape([1] + shape + [1])
-    else:
-        divisor = divisor.reshape([1, 1] + shape)
+    divisor = avg_divisor(win, count_include_pad)
     return win.finish(sums / jnp.asarray(divisor, win.x.dtype))
 
 
@@ -178,36 +106,11 @@ def lp_pool(x, norm_type: float, kernel_size, stride=None, ceil_mode: bool = Fal
     """Power-average pooling ``(sum x^p)^(1/p)``; torch's ``lp_pool{1,2,3}d`` formula."""
     op = "lp_pool"
     x = as_float_array(x, op)
-    rank = _spatial_rank(x, kernel_size, op)
+    rank = spatial_rank(x, kernel_size, op)
     kernel = positive_tuple(kernel_size, rank, "kernel_size", op)
     out = avg_pool(x ** norm_type, kernel, stride, 0, ceil_mode, layout=layout)
     volume = float(np.prod(kernel))
     return (jnp.sign(out) * jnp.maximum(jnp.abs(out), 0) * volume) ** (1.0 / norm_type)
-
-
-def _adaptive_bounds(size: int, out: int):
-    """torch's adaptive windows: [floor(i*n/o), ceil((i+1)*n/o))."""
-    starts = [(i * size) // out for i in range(out)]
-    ends = [-(-((i + 1) * size) // out) for i in range(out)]
-    return starts, ends
-
-
-def _adaptive_setup(x, output_size, layout, op):
-    x = as_float_array(x, op)
-    if isinstance(output_size, (int, np.integer)) or output_size is None:
-        rank = x.ndim - 2
-    else:
-        rank = len(tuple(output_size))
-    xb, unbatched = check_rank(x, rank, layout, op)
-    axes = spatial_axes(xb.ndim, layout, op)
-    sizes = [xb.shape[a] for a in axes]
-    if isinstance(output_size, (int, np.integer)):
-        outs = [int(output_size)] * rank
-    else:
-        outs = [n if o is None else int(o) for o, n in zip(output_size, sizes)]
-    if any(o <= 0 for o in outs):
-        raise ValueError(f"{op}: output_size must be positive, got {output_size!r}")
-    return xb, unbatched, axes, sizes, outs
 
 
 def adaptive_avg_pool(x, output_size, *, layout: str = "NHWC"):
@@ -215,13 +118,10 @@ def adaptive_avg_pool(x, output_size, *, layout: str = "NHWC"):
 
     Separable: each spatial axis is averaged with a fixed (out x in) matrix.
     """
-    xb, unbatched, axes, sizes, outs = _adaptive_setup(x, output_size, layout, "adaptive_avg_pool")
+    xb, unbatched, axes, sizes, outs = adaptive_geometry(x, output_size, layout, "adaptive_avg_pool")
     y = xb
     for a, n, o in zip(axes, sizes, outs):
-        starts, ends = _adaptive_bounds(n, o)
-        m = np.zeros((o, n))
-        for i, (s, e) in enumerate(zip(starts, ends)):
-            m[i, s:e] = 1.0 / (e - s)
+        m = adaptive_matrix(n, o)
         y = jnp.moveaxis(jnp.tensordot(jnp.asarray(m, y.dtype), y, axes=[[1], [a]]), 0, a)
     return y[0] if unbatched else y
 
@@ -229,17 +129,14 @@ def adaptive_avg_pool(x, output_size, *, layout: str = "NHWC"):
 def adaptive_max_pool(x, output_size, return_indices: bool = False, *, layout: str = "NHWC"):
     """Adaptive max pooling (torch's window rule), 1-3-D, optionally with flat indices."""
     op = "adaptive_max_pool"
-    xb, unbatched, axes, sizes, outs = _adaptive_setup(x, output_size, layout, op)
+    xb, unbatched, axes, sizes, outs = adaptive_geometry(x, output_size, layout, op)
     y = xb
     # Separable: reduce one axis at a time, innermost first, so that among tied maxima
     # the outer axes pick the first row and the inner ones the first column within it:
     # torch's first maximum in row-major scan order.
     coords = {}
     for a, n, o in reversed(list(zip(axes, sizes, outs))):
-        starts, ends = _adaptive_bounds(n, o)
-        mask = np.zeros((o, n), dtype=bool)
-        for i, (s, e) in enumerate(zip(starts, ends)):
-            mask[i, s:e] = True
+        mask = adaptive_mask(n, o)
         moved = jnp.moveaxis(y, a, -1)[..., None, :]                 # (..., 1, n)
         masked = jnp.where(jnp.asarray(mask), moved, -jnp.inf)       # (..., o, n)
         arg = jnp.moveaxis(jnp.argmax(masked, axis=-1), -1, a)       # first max
@@ -278,7 +175,7 @@ def max_unpool(x, indices, kernel_size, stride=None, padding=0, output_size=None
     ``(H - 1)*stride - 2*padding + kernel``."""
     op = "max_unpool"
     x = as_float_array(x, op)
-    rank = _spatial_rank(x, kernel_size, op)
+    rank = spatial_rank(x, kernel_size, op)
     xb, unbatched = check_rank(x, rank, layout, op)
     ib = jnp.asarray(indices)
     if unbatched:
