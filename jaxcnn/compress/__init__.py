@@ -4,3 +4,5 @@ from .masks import (apply_masks, format_report, prune_masks, random_masks,  # no
                     sparsity_report)
 from .masked import MaskedState, current_masks, masked  # noqa: F401
 from .schedules import iterative, one_shot, polynomial  # noqa: F401
+from .quantize import (SCHEMES, QParams, dequantize, fake_quant, fake_quant_ste, fake_quantize,  # noqa: F401
+                       minmax, observe, qparams, quantize, quantize_weights)
