@@ -1,26 +1,193 @@
-"""Multi-process runs: ``jax.distributed.initialize`` with gloo collectives on CPU.
+"""Multi-process runs: ``jax.distributed.initialize`` with gloo collectives on CPU, and
+failures that end fast and loud.
 
 Call :func:`initialize` before anything touches a jax backend. Each process then feeds
 its own share of every global batch (see :func:`process_batch_size`); ``pmap`` and
 ``sharded`` runs span the devices of all processes.
+
+What jax does by itself on a failure, and what is added here:
+
+* an unreachable or unresolvable coordinator: jax blocks for the whole
+  ``initialization_timeout`` and then aborts the process (SIGABRT, a C++ stack). Here the
+  address is resolved first (an unknown host fails at once) and a watchdog ends the
+  process with one line after ``timeout_s`` if joining has not finished.
+* a process that dies: the others block in the next collective until jax's heartbeat
+  timeout (~100 s), then abort. :func:`watch_peers` runs a heartbeat through the
+  coordination service's key-value store; a peer silent for ``timeout_s`` is named in
+  one line and this process exits (status :data:`LOST_PEER_EXIT`). When process 0 (the
+  coordinator) dies, jax itself aborts the others at once, saying the leader task died.
+* processes started with different settings would hang or silently diverge:
+  :func:`check_same_config` compares every process's config with process 0's at start
+  and names the first differing field.
 """
 from __future__ import annotations
 
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any, Callable
+
 import jax
+
+LOST_PEER_EXIT = 3
+_PREFIX = "jaxcnn"
+
+
+def _die(message: str, status: int = 1) -> None:
+    """Print one line and end the process now (other threads may be blocked inside XLA
+    collectives that will never complete, so a normal exit could hang)."""
+    try:
+        print(f"jaxcnn train: error: {message}", file=sys.stderr, flush=True)
+    finally:
+        os._exit(status)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--coordinator must be HOST:PORT (port 1-65535), got {address!r}")
+    return host.strip("[]"), int(port)
 
 
 def initialize(coordinator_address: str, num_processes: int, process_id: int, *,
-               cpu_collectives: str = "gloo", timeout_s: int = 120) -> None:
+               cpu_collectives: str = "gloo", timeout_s: float = 60.0, heartbeat_timeout_s: int = 100) -> None:
     """Join a run of ``num_processes`` processes coordinated at ``coordinator_address``
-    ("HOST:PORT", served by process 0)."""
+    ("HOST:PORT", served by process 0), or end the process with one line within
+    ``timeout_s`` seconds saying why not."""
     if num_processes < 1 or not 0 <= process_id < num_processes:
         raise ValueError(f"need 0 <= process_id < num_processes, got process_id={process_id}, "
                          f"num_processes={num_processes}")
-    if ":" not in coordinator_address:
-        raise ValueError(f"coordinator address must be HOST:PORT, got {coordinator_address!r}")
-    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id, initialization_timeout=timeout_s)
+    if not timeout_s > 0:
+        raise ValueError(f"coordinator timeout must be > 0 seconds, got {timeout_s}")
+    host, port = parse_address(coordinator_address)
+    try:
+        socket.getaddrinfo(host, port)
+    except socket.gaierror as e:
+        raise ConnectionError(f"cannot resolve the coordinator host {host!r} of --coordinator "
+                              f"{coordinator_address} ({e.strerror})") from None
+
+    def expired():
+        if process_id == 0:
+            _die(f"not every one of the {num_processes} processes joined the run at {coordinator_address} within "
+                 f"{timeout_s:g} s (--coordinator-timeout); start the others with the same --coordinator")
+        _die(f"could not join the run at coordinator {coordinator_address} within {timeout_s:g} s "
+             f"(--coordinator-timeout): is process 0 running there and reachable?")
+
+    watchdog = threading.Timer(timeout_s, expired)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+        # jax's own deadline lies past the watchdog's, so the one-line message wins over its abort
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id, initialization_timeout=int(timeout_s) + 30,
+                                   heartbeat_timeout_seconds=heartbeat_timeout_s)
+    finally:
+        watchdog.cancel()
+
+
+def _client():
+    from jax._src import distributed as _dist
+    client = _dist.global_state.client
+    if client is None:
+        raise RuntimeError("jax.distributed is not initialized")
+    return client
+
+
+def check_same_config(config: dict[str, Any], fields, *, timeout_s: float = 60.0) -> None:
+    """Raise ``ValueError`` on every process if any process's ``config`` (restricted to
+    ``fields``) differs from process 0's, naming the field and both values."""
+    if jax.process_count() == 1:
+        return
+    client = _client()
+    me = jax.process_index()
+    mine = {k: json.loads(json.dumps(config.get(k))) for k in fields}
+    client.key_value_set(f"{_PREFIX}/config/{me}", json.dumps(mine, sort_keys=True))
+    for other in range(jax.process_count()):
+        if other == me:
+            continue
+        theirs = json.loads(client.blocking_key_value_get(f"{_PREFIX}/config/{other}", int(timeout_s * 1000)))
+        for k in fields:
+            if theirs.get(k) != mine.get(k):
+                raise ValueError(f"the processes were started with different settings: {k} is "
+                                 f"{json.dumps(mine.get(k))} in process {me} but {json.dumps(theirs.get(k))} in "
+                                 f"process {other}; start every process with the same flags")
+
+
+class PeerWatch:
+    """Heartbeats through the coordination service; see :func:`watch_peers`."""
+
+    def __init__(self, timeout_s: float, interval_s: float, on_lost: Callable[[str], None]):
+        self.timeout_s, self.interval_s, self.on_lost = timeout_s, interval_s, on_lost
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jaxcnn-peer-watch", daemon=True)
+
+    def _get(self, client, key):
+        try:
+            return client.key_value_try_get(key)
+        except Exception as e:  # noqa: BLE001 -- NOT_FOUND comes as a runtime error
+            if "NOT_FOUND" in str(e):
+                return None
+            raise
+
+    def _run(self):
+        client = _client()
+        me, n = jax.process_index(), jax.process_count()
+        seen = {p: (None, time.monotonic()) for p in range(n) if p != me}
+        beat = 0
+        while not self._stop.is_set():
+            try:
+                client.key_value_set(f"{_PREFIX}/alive/{me}", str(beat), allow_overwrite=True)
+                beat += 1
+                now = time.monotonic()
+                for p, (last, since) in seen.items():
+                    if self._get(client, f"{_PREFIX}/done/{p}") is not None:
+                        continue
+                    value = self._get(client, f"{_PREFIX}/alive/{p}")
+                    if value != last:
+                        seen[p] = (value, now)
+                    elif now - since > self.timeout_s:
+                        what = "never started" if last is None else "stopped responding"
+                        self.on_lost(f"lost process {p} of {n}: it {what} (no heartbeat for {self.timeout_s:g} s); "
+                                     f"stopping this process {me} too. Resume the run with --resume once every "
+                                     f"process can run")
+                        return
+            except Exception as e:  # noqa: BLE001 -- the coordination service itself is gone
+                if self._stop.is_set():
+                    return
+                self.on_lost(f"lost the coordinator (process 0): {str(e).splitlines()[0][:200]}; stopping process "
+                             f"{me}. Resume the run with --resume")
+                return
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> "PeerWatch":
+        self._thread.start()
+        return self
+
+    def stop(self, *, done: bool = True) -> None:
+        """Stop heartbeating; with ``done`` tell the peers this process finished on purpose."""
+        if done:
+            try:
+                _client().key_value_set(f"{_PREFIX}/done/{jax.process_index()}", "1", allow_overwrite=True)
+            except Exception:  # noqa: BLE001 -- best effort: the run is ending anyway
+                pass
+        self._stop.set()
+        self._thread.join(timeout=2 * self.interval_s + 1)
+
+
+def watch_peers(timeout_s: float = 10.0, interval_s: float = 1.0,
+                on_lost: Callable[[str], None] | None = None) -> PeerWatch | None:
+    """Start a heartbeat thread (multi-process runs only; None otherwise). ``on_lost``
+    (default: print one line and exit with :data:`LOST_PEER_EXIT`) is called once when a
+    peer has been silent for ``timeout_s`` or the coordinator is unreachable. Call
+    ``.stop()`` before :func:`shutdown`."""
+    if jax.process_count() == 1:
+        return None
+    on_lost = on_lost or (lambda message: _die(message, LOST_PEER_EXIT))
+    return PeerWatch(timeout_s, interval_s, on_lost).start()
 
 
 def shutdown() -> None:
