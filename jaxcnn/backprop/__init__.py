@@ -1,8 +1,9 @@
 """Explicit (hand-written) backward passes and the machinery to train with them.
 
 ``conv_backward``, ``conv_transpose_backward``, ``max_pool_backward``,
-``avg_pool_backward``, ``adaptive_avg_pool_backward``, ``dense_backward``,
-``activation_backward``, ``batch_norm_backward`` compute VJPs with lax convolutions,
+``avg_pool_backward``, ``lp_pool_backward``, ``adaptive_avg_pool_backward``,
+``adaptive_max_pool_backward``, ``upsample_backward``, ``max_unpool_backward``,
+``dense_backward``, ``activation_backward``, ``batch_norm_backward`` compute VJPs with lax convolutions,
 windows, pads, slices and dot products only (never jax.grad/vjp/jvp). Importing this
 package registers their custom_vjp twins in :mod:`dispatch`.
 """
@@ -15,6 +16,9 @@ from .losses import cross_entropy_backward, mse_loss_backward  # noqa: F401
 from .matrix import conv_matrix, conv_transpose_matrix  # noqa: F401
 from .norm import batch_norm_backward  # noqa: F401
 from .padfold import fold_padding  # noqa: F401
-from .pool import (adaptive_avg_pool_backward, avg_pool_backward, global_avg_pool_backward,  # noqa: F401
-                   global_max_pool_backward, max_pool_backward, max_pool_ties)
+from .pool import (adaptive_avg_pool_backward, adaptive_max_pool_backward, avg_pool_backward,  # noqa: F401
+                   global_avg_pool_backward, global_max_pool_backward, lp_pool_backward, max_pool_backward,
+                   max_pool_ties)
+from .resample import max_unpool_backward, upsample_backward  # noqa: F401
 from . import twins  # noqa: F401,E402  (registers the explicit twins in dispatch)
+from . import fast  # noqa: F401,E402  (registers the "auto" table in dispatch)

@@ -1,5 +1,7 @@
 """The ops as the layers call them: ``dispatch.conv(...)`` is ``jaxcnn.ops.conv`` under
-the "autodiff" mode and its custom_vjp twin (explicit backward) under "explicit".
+the "autodiff" mode, its custom_vjp twin (explicit backward) under "explicit", and under
+"auto" the formulation :func:`register_auto` chose for it (``jaxcnn.backprop.fast``'s
+measured table), the op itself (autodiff) for ops without an entry.
 
 Twins register themselves with :func:`register` (``jaxcnn.backprop.twins``, imported by
 ``jaxcnn.backprop``). Observers (:func:`jaxcnn.backprop.observe.observe`) see every call. In explicit mode an op without a
@@ -16,6 +18,7 @@ from .mode import current_mode
 from .observe import observers
 
 _EXPLICIT: dict[str, Callable] = {}
+_AUTO: dict[str, Callable] = {}
 # reshapes/permutations (their autodiff backward is the inverse permutation) and
 # metrics that are never differentiated
 AUTODIFF_OK = {"flatten", "channel_shuffle", "pad", "identity", "accuracy"}
@@ -29,6 +32,17 @@ def register(name: str):
     return deco
 
 
+def register_auto(name: str, fn: Callable) -> Callable:
+    """Use ``fn`` (same signature and values as ``jaxcnn.ops.<name>``) for ``name`` under "auto"."""
+    _AUTO[name] = fn
+    return fn
+
+
+def auto_table() -> dict[str, str]:
+    """Which formulation "auto" uses per op: ``{op name: "module.function"}``."""
+    return {name: f"{fn.__module__}.{getattr(fn, '__qualname__', fn.__name__)}" for name, fn in sorted(_AUTO.items())}
+
+
 def explicit_ops() -> tuple[str, ...]:
     return tuple(sorted(_EXPLICIT))
 
@@ -39,7 +53,10 @@ def _make(name: str):
     def call(*args, **kwargs):
         for callback in observers():
             callback(name, args, kwargs)
-        if current_mode() == "explicit":
+        mode = current_mode()
+        if mode == "auto":
+            return _AUTO.get(name, autodiff_fn)(*args, **kwargs)
+        if mode == "explicit":
             if name in _EXPLICIT:
                 return _EXPLICIT[name](*args, **kwargs)
             if name not in AUTODIFF_OK:

@@ -1,5 +1,7 @@
-"""Which backward pass the layers trace with: ``"autodiff"`` (jax's) or ``"explicit"``
-(the hand-written transposed-kernel VJPs of this package).
+"""Which backward pass the layers trace with: ``"autodiff"`` (jax's), ``"explicit"``
+(the hand-written transposed-kernel VJPs of this package) or ``"auto"`` (per op the
+formulation measured fastest on CPU: :mod:`jaxcnn.backprop.fast`'s table, autodiff for
+ops it does not list).
 
 The mode is read at trace time (when a step is jitted), the way
 ``jax.default_matmul_precision`` is; the train step sets it around the loss, library
@@ -10,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
-MODES = ("autodiff", "explicit")
+MODES = ("auto", "autodiff", "explicit")
 _MODE: contextvars.ContextVar[str] = contextvars.ContextVar("jaxcnn_backprop_mode", default="autodiff")
 
 
@@ -20,7 +22,7 @@ def current_mode() -> str:
 
 @contextlib.contextmanager
 def backprop_mode(mode: str):
-    """Trace the enclosed code with ``mode`` ("autodiff" or "explicit") backward passes."""
+    """Trace the enclosed code with ``mode`` ("auto", "autodiff" or "explicit") backward passes."""
     if mode not in MODES:
         raise ValueError(f"backprop mode must be one of {MODES}, got {mode!r}")
     token = _MODE.set(mode)

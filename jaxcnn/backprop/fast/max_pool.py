@@ -1,0 +1,130 @@
+"""Max pooling whose backward pass reads the forward's arg-max from reshaped windows
+instead of XLA's ``select_and_scatter`` (measured on this 2-core CPU for a 2x2/2 pool
+on (128, 28, 28, 32) float32: 35.9 ms -> 1.7 ms, experiments/bench_train.py).
+
+Fast path: non-overlapping windows -- ``stride == kernel_size``, no padding, no
+dilation (``ceil_mode`` only when it adds no window). The input, cropped to the
+windows that exist, is reshaped to ``(N, Ho, kh, Wo, kw, C)`` (NHWC; NCHW likewise),
+so each kernel tap is a plain slice. Its gradient keeps, per window, the FIRST tap in
+row-major scan order equal to the maximum -- torch's tie rule; in a window holding
+NaNs (the max is NaN, as in torch) the last NaN in scan order, which is where torch's
+``val > max || isnan(val)`` scan ends. Every other geometry
+goes to the ``fallback`` given to :func:`max_pool_with` (``auto`` mode: the explicit
+tap-by-tap twin, measured 3.3x faster than autodiff on a 3x3/2 pad-1 pool).
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ... import ops
+from ...ops.pool import _Window
+
+
+def non_overlapping(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, layout="NHWC"):
+    """True when the fast path applies: stride == kernel, no padding, no dilation, and
+    ``ceil_mode`` adds no partial window. Raises the op's own errors on bad input."""
+    win = _Window(jnp.asarray(x) if not hasattr(x, "shape") else x, kernel_size, stride, padding, dilation,
+                  ceil_mode, layout, "max_pool")
+    return (win.stride == win.kernel and all(p == 0 for p in win.padding) and all(d == 1 for d in win.dilation)
+            and all(o * k <= n for o, k, n in zip(win.out, win.kernel, win.sizes)))
+
+
+def _geometry(shape, kernel, axes):
+    """(cropped extents, windowed shape, kernel-axis positions in the windowed shape)."""
+    windowed, tap_axes, crop = [], [], list(shape)
+    for a, n in enumerate(shape):
+        if a in axes:
+            k = kernel[axes.index(a)]
+            crop[a] = (n // k) * k
+            windowed += [n // k, k]
+            tap_axes.append(len(windowed) - 1)
+        else:
+            windowed.append(n)
+    return tuple(crop), tuple(windowed), tuple(tap_axes)
+
+
+def _crop(x, crop):
+    if tuple(x.shape) == crop:
+        return x
+    return lax.slice(x, (0,) * x.ndim, crop)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _pool(x, kernel, axes):
+    crop, windowed, tap_axes = _geometry(x.shape, kernel, axes)
+    return jnp.max(_crop(x, crop).reshape(windowed), axis=tap_axes)
+
+
+def _pool_fwd(x, kernel, axes):
+    y = _pool(x, kernel, axes)
+    return y, (x, y)
+
+
+def _pool_bwd(kernel, axes, res, dy):
+    x, y = res
+    crop, windowed, tap_axes = _geometry(x.shape, kernel, axes)
+    xw = _crop(x, crop).reshape(windowed)
+    yb = jnp.expand_dims(y, tap_axes)
+    dyb = jnp.expand_dims(dy, tap_axes)
+    taps = list(itertools.product(*[range(k) for k in kernel]))   # row-major scan order
+    values = {}
+    for tap in taps:
+        index = [slice(None)] * xw.ndim
+        for t_axis, t in zip(tap_axes, tap):
+            index[t_axis] = slice(t, t + 1)
+        values[tap] = xw[tuple(index)]
+    # torch's scan keeps a tap when `v > best or isnan(v)`: the first maximum, or the
+    # LAST NaN of a window holding NaNs (y is NaN exactly there: the max propagates it)
+    win = {}
+    seen = None
+    for tap in taps:
+        hit = values[tap] == yb
+        win[tap] = hit if seen is None else hit & ~seen
+        seen = hit if seen is None else seen | hit
+    nan_window = jnp.isnan(yb)
+    seen = None
+    for tap in reversed(taps):
+        nan = jnp.isnan(values[tap])
+        last_nan = nan if seen is None else nan & ~seen
+        seen = nan if seen is None else seen | nan
+        win[tap] = jnp.where(nan_window, last_nan, win[tap])
+    zero = jnp.zeros((), dy.dtype)
+    pieces = {tap: jnp.where(win[tap], dyb, zero) for tap in taps}
+    # reassemble the taps along their kernel axes, innermost kernel axis first
+    def assemble(prefix, depth):
+        if depth == len(kernel):
+            return pieces[prefix]
+        parts = [assemble(prefix + (t,), depth + 1) for t in range(kernel[depth])]
+        return jnp.concatenate(parts, axis=tap_axes[depth])
+    g = assemble((), 0).reshape(crop)
+    if crop != tuple(x.shape):
+        g = lax.pad(g, jnp.zeros((), g.dtype), [(0, n - c, 0) for n, c in zip(x.shape, crop)])
+    return (g,)
+
+
+_pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+def max_pool_with(fallback):
+    """``max_pool`` whose geometries off the fast path go to ``fallback`` (an op with
+    ``jaxcnn.ops.max_pool``'s signature, e.g. the explicit twin)."""
+    def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+                 return_indices: bool = False, *, layout: str = "NHWC"):
+        """``jaxcnn.ops.max_pool`` (same signature, same values) with the arg-max backward
+        on non-overlapping windows."""
+        if return_indices or not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating) or \
+                not non_overlapping(x, kernel_size, stride, padding, dilation, ceil_mode, layout=layout):
+            return fallback(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, layout=layout)
+        win = _Window(x, kernel_size, stride, padding, dilation, ceil_mode, layout, "max_pool")
+        return win.finish(_pool(win.x, tuple(win.kernel), tuple(win.axes)))
+    max_pool.__wrapped__ = ops.max_pool
+    return max_pool
+
+
+max_pool = max_pool_with(ops.max_pool)
