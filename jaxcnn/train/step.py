@@ -10,10 +10,12 @@ state after every step and it equals the one-device step on the same global batc
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -62,9 +64,35 @@ def _forward(model, params, state, image, *, train, key, dtype, axis_name=None):
     return logits.astype(jnp.float32), new_state
 
 
+def _check_inputs_host(labels, finite, num_classes):
+    labels = np.asarray(labels)
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"train step: label {int(labels[i])} at batch index {i} is outside [0, {num_classes}) "
+                         f"(the model has {num_classes} classes)")
+    if not bool(finite):
+        raise ValueError("train step: the batch's images contain NaN or infinite values")
+    return np.zeros((), np.bool_)
+
+
+def _check_inputs(batch, num_classes: int) -> None:
+    """Host-side label range / finite-image check of one batch (``check_inputs=True``)."""
+    from jax.experimental import io_callback
+    finite = jnp.all(jnp.isfinite(batch["image"]))
+    io_callback(functools.partial(_check_inputs_host, num_classes=num_classes),
+                jax.ShapeDtypeStruct((), jnp.bool_), batch["label"], finite)
+
+
 def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, backprop: str = "autodiff",
-                    axis_name: str | None = None, precision: str = "fp32", augment: Callable | None = None):
+                    axis_name: str | None = None, precision: str = "fp32", augment: Callable | None = None,
+                    check_inputs: bool = False):
     """Return the pure ``train_step(train_state, batch, key) -> (train_state, metrics)``.
+
+    ``check_inputs=True`` checks every batch's labels (``0 <= label < num_classes``) and
+    image finiteness on the host through an ``io_callback`` (a bad batch raises a
+    ``JaxRuntimeError`` carrying the ValueError's message); off by default, as it
+    synchronises with the host every step.
 
     ``loss(logits, labels) -> scalar`` (mean over the batch). ``backprop`` selects the
     backward pass the model is traced with ("autodiff" or "explicit", see
@@ -97,6 +125,8 @@ def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, 
             (loss_value, (logits, new_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
                 train_state.params, train_state.state, batch, key)
         new_state = _like(new_state, train_state.state)
+        if check_inputs:
+            _check_inputs(batch, logits.shape[-1])
         metrics = {"loss": loss_value,
                    "accuracy": jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))}
         if axis_name is not None:
