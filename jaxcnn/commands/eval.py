@@ -13,8 +13,8 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, help="the run directory (holding config.json and checkpoints/)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--dataset", default=None, help="evaluate on another dataset's test split (default: the run's)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--data-dir", default=None, help="TFDS data directory (default: the run's)")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default: 256)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -3,32 +3,50 @@ dense Jacobian for one op (``--op conv --stride 2 ...``) or a model (``--model l
 Prints the table; exits 1 on a mismatch."""
 from __future__ import annotations
 
+import argparse
+
+from . import HelpFormatter
+from .errors import UsageError
+
 OPS = ("conv", "conv_transpose", "max_pool", "avg_pool", "dense")
 
 
+PADDING_WORDS = ("valid", "same", "full", "causal")
+
+
 def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _padding(text: str):
+    """``same``/``valid``/``full``/``causal`` or comma-separated integers (per dim)."""
+    return text if text in PADDING_WORDS else _ints(text)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("gradcheck", help="check explicit backprop against autodiff, finite differences "
-                                                "and the dense Jacobian")
+                                                "and the dense Jacobian", formatter_class=HelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", help="a model name from jaxcnn.models.available()")
+    what.add_argument("--model", help="a zoo name (jaxcnn.models.available()) or 'package.module:function'")
     what.add_argument("--op", choices=OPS, help="a single op")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--num-classes", type=int, default=10, help="model output width")
     p.add_argument("--input", type=_ints, default=None,
                    help="input shape with the batch axis, comma-separated (op default 1,8,8,2; model 2,28,28,1)")
-    p.add_argument("--layout", default="NHWC", choices=("NHWC", "NCHW"))
+    p.add_argument("--layout", default="NHWC", choices=("NHWC", "NCHW"), help="channels-last or torch's layout")
     p.add_argument("--kernel", type=_ints, default=(3,), help="kernel size (int or per-dim)")
-    p.add_argument("--stride", type=_ints, default=(1,))
-    p.add_argument("--padding", type=_ints, default=(0,))
-    p.add_argument("--dilation", type=_ints, default=(1,))
-    p.add_argument("--groups", type=int, default=1)
-    p.add_argument("--out-channels", type=int, default=4)
-    p.add_argument("--padding-mode", default="zeros", choices=("zeros", "reflect", "replicate", "circular"))
+    p.add_argument("--stride", type=_ints, default=(1,), help="int or per-dim, comma-separated")
+    p.add_argument("--padding", type=_padding, default=(0,),
+                   help=f"int or per-dim, comma-separated, or one of {', '.join(PADDING_WORDS)}")
+    p.add_argument("--dilation", type=_ints, default=(1,), help="int or per-dim, comma-separated")
+    p.add_argument("--groups", type=int, default=1, help="channel groups (must divide both channel counts)")
+    p.add_argument("--out-channels", type=int, default=4, help="output channels of conv / dense")
+    p.add_argument("--padding-mode", default="zeros", choices=("zeros", "reflect", "replicate", "circular"),
+                   help="how conv pads the input")
     p.add_argument("--train", action="store_true", help="model in train mode (batch statistics, fixed dropout)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs and weights")
     p.add_argument("--fd-samples", type=int, default=24, help="finite-difference coordinates per leaf")
     p.set_defaults(func=run)
 
@@ -50,9 +68,12 @@ def _op_report(args):
     kernel = args.kernel * rank if len(args.kernel) == 1 else args.kernel
     x = rng.normal(size=shape)
     check = dict(seed=args.seed, fd_samples=args.fd_samples)
-    geo = dict(stride=_one(args.stride), padding=_one(args.padding), dilation=_one(args.dilation),
-               layout=args.layout)
+    padding = args.padding if isinstance(args.padding, str) else _one(args.padding)
+    geo = dict(stride=_one(args.stride), padding=padding, dilation=_one(args.dilation), layout=args.layout)
     g, c_out = args.groups, args.out_channels
+    if args.op in ("conv", "conv_transpose") and (g < 1 or c_in % g or c_out % g):
+        raise UsageError(f"--groups {g} must divide both the input channels ({c_in}, from --input "
+                         f"{','.join(map(str, shape))}) and --out-channels ({c_out})")
     if args.op == "conv":
         w = rng.normal(size=kernel + (c_in // g, c_out) if nhwc else (c_out, c_in // g) + kernel)
         return gradcheck_op("conv", x, w, rng.normal(size=c_out), groups=g, padding_mode=args.padding_mode,
@@ -77,11 +98,7 @@ def run(args) -> int:
         from ..gradcheck import gradcheck_model
         from ..models import create      # lazy: the model zoo is heavy to import
 
-        try:
-            model = create(args.model, num_classes=args.num_classes)
-        except ValueError as e:
-            print(f"gradcheck: {e}")
-            return 2
+        model = create(args.model, num_classes=args.num_classes)
         report = gradcheck_model(model, args.input or (2, 28, 28, 1), key=jax.random.PRNGKey(args.seed),
                                  train=args.train, seed=args.seed, fd_samples=args.fd_samples)
         title = f"gradcheck model {args.model} input {args.input or (2, 28, 28, 1)} train={args.train}"

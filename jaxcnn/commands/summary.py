@@ -1,6 +1,8 @@
 """``jaxcnn summary MODEL --input 224,224,3 [--num-classes N]``: print the layer table."""
 from __future__ import annotations
 
+from .errors import UsageError
+
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """"224,224,3" -> (224, 224, 3) (without the batch axis)."""
@@ -13,13 +15,22 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def input_shape(args, model) -> tuple[int, ...]:
+    """``--input`` if given, else the model's natural input shape (without the batch axis)."""
+    if args.input:
+        return parse_shape(args.input)
+    if model.input_shape is None:
+        raise UsageError(f"model {args.model!r} has no natural input shape: pass --input H,W,C")
+    return tuple(model.input_shape)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("summary", help="per-layer output shapes, parameters and mult-adds")
-    p.add_argument("model", help="a name from jaxcnn.models.available()")
+    p.add_argument("model", help="a zoo name (jaxcnn.models.available()) or 'package.module:function'")
     p.add_argument("--input", default=None, help="input shape without batch, NHWC, e.g. 224,224,3 "
                                                  "(default: the model's natural input)")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--num-classes", type=int, default=None, help="model output width (default: the model's own)")
+    p.add_argument("--batch", type=int, default=1, help="batch size the shapes are shown for (default: 1)")
     p.set_defaults(func=run)
 
 
@@ -27,6 +38,6 @@ def run(args) -> int:
     from ..inspect.summary import summary
     from ..models import create
     model = create(args.model, num_classes=args.num_classes)
-    shape = parse_shape(args.input) if args.input else model.input_shape
+    shape = input_shape(args, model)
     print(summary(model, (args.batch,) + tuple(shape)))
     return 0

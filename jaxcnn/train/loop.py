@@ -69,7 +69,8 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     every epoch); the end of training always does. ``resume``: continue from the latest
     checkpoint in ``out_dir`` (same data order, same result as an uninterrupted run).
     With several processes every process calls ``fit`` with its own batches; process 0
-    writes ``metrics.jsonl``/``config.json`` and shows the progress bar.
+    writes ``metrics.jsonl``/``config.json``, prints one line per evaluation and shows the
+    progress bar unless ``progress`` is False.
     """
     # ------------------------------------------------------------------ setup
     if steps_per_epoch < 1 or epochs < 1:
@@ -170,7 +171,7 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                 history.append(record)
                 if writer is not None:
                     writer.write(record)
-                if primary and progress:
+                if primary:  # one line per evaluation, with or without the progress bar
                     bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in record.items()))
                 if manager is not None:
