@@ -1,0 +1,89 @@
+"""Peers for the explanation tests: the seed CNN in torch (module names = jaxcnn layer
+paths, so ``interop.to_torch`` fills it) and an importer for pytorch-grad-cam.
+
+pytorch-grad-cam imports torchvision at package import for image helpers these tests
+never call; when this environment's torchvision cannot load its C extension, a stand-in
+module is installed first so the CAM classes themselves (pure torch + numpy) still load.
+"""
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from torch import nn
+
+from jaxcnn import models
+from jaxcnn.interop import to_torch
+
+
+def grad_cam_module():
+    try:
+        import pytorch_grad_cam  # noqa: F401
+    except RuntimeError:
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        tv = types.ModuleType("torchvision")
+        tr = types.ModuleType("torchvision.transforms")
+        tf = types.ModuleType("torchvision.transforms.functional")
+        for n in ("Compose", "Normalize", "ToTensor"):
+            setattr(tr, n, object)
+        tf.resize = None
+        tv.transforms, tr.functional, tv.ops = tr, tf, types.ModuleType("torchvision.ops")
+        sys.modules.update({"torchvision": tv, "torchvision.transforms": tr,
+                            "torchvision.transforms.functional": tf, "torchvision.ops": tv.ops})
+        for name in [m for m in sys.modules if m.startswith("pytorch_grad_cam")]:
+            del sys.modules[name]
+        import pytorch_grad_cam  # noqa: F401
+    return sys.modules["pytorch_grad_cam"]
+
+
+class TorchFmnist(nn.Module):
+    def __init__(self):
+        super().__init__()
+        chans = [(1, 32), (32, 32), (32, 64), (64, 64)]
+        for i, (a, b) in enumerate(chans, 1):
+            setattr(self, f"conv{i}", nn.Conv2d(a, b, 3, padding=1))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(b, eps=1e-3, momentum=0.01))
+        self.fc1, self.bn_fc1, self.fc2 = nn.Linear(3136, 512), nn.BatchNorm1d(512, eps=1e-3), nn.Linear(512, 10)
+
+    def forward(self, x):
+        for i in range(1, 5):
+            x = getattr(self, f"bn{i}")(torch.relu(getattr(self, f"conv{i}")(x)))
+            if i % 2 == 0:
+                x = nn.functional.max_pool2d(x, 2)
+        x = self.bn_fc1(torch.relu(self.fc1(torch.flatten(x, 1))))
+        return self.fc2(x)
+
+
+def seed_cnn(seed=0):
+    """``(model, params, state, torch_module)`` with identical random weights and
+    non-trivial batch-norm statistics."""
+    model = models.create("fmnist_cnn", num_classes=10)
+    params, state = model.init(jax.random.PRNGKey(seed))
+    leaves, tree = jax.tree_util.tree_flatten(state)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+    leaves = [jnp.abs(l + 0.3 * jax.random.normal(k, l.shape)) + 0.1 for l, k in zip(leaves, keys)]
+    state = jax.tree_util.tree_unflatten(tree, leaves)
+    net = TorchFmnist().eval()
+    net.load_state_dict(to_torch(model, params, state), strict=True)
+    return model, params, state, net
+
+
+def images(n=4, seed=2, shape=(28, 28, 1)):
+    return jax.random.normal(jax.random.PRNGKey(seed), (n,) + shape)
+
+
+def nchw(x):
+    return torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+
+
+def nhwc(t):
+    t = t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+    return t.transpose(0, 2, 3, 1)
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
