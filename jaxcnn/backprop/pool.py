@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .. import ops
 from ..ops.layout import channels_last
 from ..ops.windows import Window, adaptive_geometry, adaptive_matrix, avg_divisor
+from .resample import scatter_add_flat
 
 
 def _taps(win):
@@ -171,3 +173,36 @@ def global_max_pool_backward(x, dy, *, keepdims: bool = False, layout: str = "NH
     g = jnp.asarray(dy).astype(x.dtype).reshape(x.shape[0], 1, -1)
     gx = (onehot * g).reshape(xc.shape)
     return gx if last else jnp.moveaxis(gx, -1, 1)
+
+
+def lp_pool_backward(x, dy, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False, *,
+                     layout: str = "NHWC"):
+    """dL/dx of ``lp_pool`` (``y = t^(1/p)``, ``t = V * avg_pool(x^p)``, ``V`` the kernel
+    volume): the chain ``dy * (1/p) t^(1/p - 1)`` -> ``* V`` through the sign/abs guard
+    (zero where the window sum is 0, as autodiff gives) -> ``avg_pool_backward`` -> ``* p x^(p-1)``.
+    Where ``t = 0`` and ``p > 1`` the result is NaN, as in autodiff and torch."""
+    x = jnp.asarray(x)
+    p = float(norm_type)
+    kernel = Window(x, kernel_size, stride, 0, 1, ceil_mode, layout, "lp_pool_backward").kernel
+    volume = float(np.prod(kernel))
+    u = x ** p
+    s = ops.avg_pool(u, kernel, stride, 0, ceil_mode, layout=layout)
+    t = jnp.sign(s) * jnp.maximum(jnp.abs(s), 0) * volume
+    dy = jnp.asarray(dy).astype(x.dtype)
+    # d(sign(s) |s|)/ds = sign(s)^2: 1 away from 0 and 0 at 0 (sign's derivative is 0)
+    ds = dy * (1.0 / p) * t ** (1.0 / p - 1.0) * volume * jnp.square(jnp.sign(s))
+    du = avg_pool_backward(u, ds, kernel, stride, 0, ceil_mode, layout=layout)
+    return du * p * x ** (p - 1.0)
+
+
+def adaptive_max_pool_backward(x, dy, output_size, return_indices: bool = False, *, layout: str = "NHWC"):
+    """dL/dx of ``adaptive_max_pool``: each window's ``dy`` goes to its first arg-max in
+    row-major scan order (torch's rule; the flat indices the op itself returns), summed
+    where overlapping adaptive windows pick the same input. ``return_indices`` is the
+    forward's argument and ignored (indices carry no gradient)."""
+    geo = adaptive_geometry(jnp.asarray(x), output_size, layout, "adaptive_max_pool_backward")
+    _, idx = ops.adaptive_max_pool(geo.x, geo.outs, True, layout=layout)
+    g = jnp.asarray(dy).astype(geo.x.dtype)
+    g = g[None] if geo.unbatched else g
+    gx = scatter_add_flat(g, idx, geo.x.shape, layout)
+    return gx[0] if geo.unbatched else gx

@@ -24,8 +24,9 @@ from .conv import conv_backward, conv_transpose_backward
 from .dense import dense_backward
 from .losses import cross_entropy_backward, mse_loss_backward
 from .norm import batch_norm_backward
-from .pool import (adaptive_avg_pool_backward, avg_pool_backward, global_avg_pool_backward,
-                   global_max_pool_backward, max_pool_backward)
+from .pool import (adaptive_avg_pool_backward, adaptive_max_pool_backward, avg_pool_backward,
+                   global_avg_pool_backward, global_max_pool_backward, lp_pool_backward, max_pool_backward)
+from .resample import max_unpool_backward, upsample_backward
 
 
 def _freeze(v):
@@ -130,6 +131,31 @@ global_avg_pool = dispatch.register("global_avg_pool")(make_twin(
     ops.global_avg_pool, ("x",), lambda a, dy, cfg: (global_avg_pool_backward(a["x"], dy, **cfg),)))
 global_max_pool = dispatch.register("global_max_pool")(make_twin(
     ops.global_max_pool, ("x",), lambda a, dy, cfg: (global_max_pool_backward(a["x"], dy, **cfg),)))
+lp_pool = dispatch.register("lp_pool")(make_twin(
+    ops.lp_pool, ("x",), lambda a, dy, cfg: (lp_pool_backward(a["x"], dy, **cfg),)))
+
+_adaptive_max_pool_values = make_twin(
+    ops.adaptive_max_pool, ("x",),
+    lambda a, dy, cfg: (adaptive_max_pool_backward(a["x"], dy, cfg["output_size"], layout=cfg["layout"]),))
+
+
+@dispatch.register("adaptive_max_pool")
+@functools.wraps(ops.adaptive_max_pool)
+def adaptive_max_pool(x, output_size, return_indices=False, *, layout="NHWC"):
+    y = _adaptive_max_pool_values(x, output_size, False, layout=layout)
+    if not return_indices:
+        return y
+    # integer indices carry no gradient: take them from the op on a constant copy
+    _, idx = ops.adaptive_max_pool(jax.lax.stop_gradient(x), output_size, True, layout=layout)
+    return y, idx
+
+
+# -- resampling ----------------------------------------------------------------------------
+upsample = dispatch.register("upsample")(make_twin(
+    ops.upsample, ("x",), lambda a, dy, cfg: (upsample_backward(a["x"], dy, **cfg),)))
+max_unpool = dispatch.register("max_unpool")(make_twin(
+    ops.max_unpool, ("x", "indices"),
+    lambda a, dy, cfg: (max_unpool_backward(a["x"], a["indices"], dy, **cfg),), float_arrays=("x",)))
 
 
 # -- dense, activations --------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from ..backprop import backprop_mode
+from ..backprop import backprop_mode, dispatch
 from ..backprop.mode import MODES as BACKPROP_MODES
 from ..models.base import as_model
 from .state import TrainState
@@ -159,7 +159,8 @@ def make_eval_step(model, *, axis_name: str | None = None, precision: str = "fp3
         labels = batch["label"]
         mask = batch.get("mask")
         mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
-        per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        # the library's own loss (the one the train CLI minimises), not optax's re-implementation
+        per_example = dispatch.cross_entropy(logits, labels, reduction="none")
         sums = {"loss_sum": jnp.sum(per_example * mask),
                 "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
                 "count": jnp.sum(mask)}
