@@ -6,3 +6,6 @@ from .masked import MaskedState, current_masks, masked  # noqa: F401
 from .schedules import iterative, one_shot, polynomial  # noqa: F401
 from .quantize import (SCHEMES, QParams, dequantize, fake_quant, fake_quant_ste, fake_quantize,  # noqa: F401
                        minmax, observe, qparams, quantize, quantize_weights)
+from .int8 import calibrate, fake_int8_apply, int8_apply  # noqa: F401
+from .binarize import binarize, sign, sign_ste, xnor_alpha  # noqa: F401
+from .wrap import binary_model, qat_model, transformed_model  # noqa: F401

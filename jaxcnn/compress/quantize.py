@@ -119,12 +119,15 @@ def fake_quant(x, q: QParams) -> jax.Array:
 
 
 def fake_quant_ste(x, q: QParams) -> jax.Array:
-    """:func:`fake_quant` forward; straight-through gradient, zero where the value is clamped."""
+    """:func:`fake_quant` forward; straight-through gradient: 1 where ``round(x / scale) +
+    zero_point`` lies in ``[qmin, qmax]``, 0 where it is clamped (torch's FakeQuantize mask)."""
     qmin, qmax = qrange(q.bits)
-    scale = jax.lax.stop_gradient(_broadcast(q.scale, q, x.ndim))
-    zp = jax.lax.stop_gradient(_broadcast(q.zero_point, q, x.ndim)).astype(x.dtype)
-    clipped = jnp.clip(x, (qmin - zp) * scale, (qmax - zp) * scale)
-    return clipped + jax.lax.stop_gradient(fake_quant(x, q) - clipped)
+    q = q._replace(scale=jax.lax.stop_gradient(q.scale), zero_point=jax.lax.stop_gradient(q.zero_point))
+    xs = jax.lax.stop_gradient(x)
+    level = jnp.round(xs * _broadcast(1.0 / q.scale, q, x.ndim)) + _broadcast(q.zero_point, q, x.ndim)
+    inside = ((level >= qmin) & (level <= qmax)).astype(x.dtype)
+    # (x - stop_gradient(x)) is 0 forward and has derivative 1: the gradient is exactly `inside`
+    return fake_quant(xs, q) + (x - xs) * inside
 
 
 def fake_quantize(params, bits: int = 8, scheme: str = "per_channel_symmetric", *, ste: bool = False) -> Any:

@@ -1,0 +1,85 @@
+"""The real int8 path (int8 x int8 -> int32 convolutions and matmuls, then rescale)
+against its float fake-quant simulation, and quantisation-aware training."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxcnn import compress
+from jaxcnn.combinators import serial
+from jaxcnn.layers import BatchNorm, Conv, Dense, Flatten, MaxPool, Relu
+from jaxcnn.ops import cross_entropy
+
+
+def _net():
+    return serial(("conv1", Conv(8, 3, padding="same")), ("act1", Relu()), ("bn1", BatchNorm()),
+                  ("pool", MaxPool(2)), ("conv2", Conv(6, 3, stride=2, padding=1)), ("act2", Relu()),
+                  ("flat", Flatten()), ("fc", Dense(5)))
+
+
+def _setup():
+    net = _net()
+    _, params, state = net.init(jax.random.PRNGKey(0), (1, 10, 10, 3))
+    calib = [np.asarray(jax.random.normal(jax.random.PRNGKey(i), (8, 10, 10, 3))) for i in range(3)]
+    return net, params, state, calib
+
+
+def test_calibration_matches_per_tensor_symmetric_minmax_over_batches():
+    net, params, state, calib = _setup()
+    q = compress.calibrate(net, params, state, calib)
+    assert sorted(q["weights"]) == ["conv1/weight", "conv2/weight", "fc/weight"]
+    # conv1 sees the raw images: scale = max |x| over all calibration batches / 127.5
+    expected = max(np.abs(b).max() for b in calib) / np.float32(127.5)
+    assert float(q["inputs"]["conv1/weight"]) == np.float32(expected)
+    w_int, w_scale = q["weights"]["conv2/weight"]
+    assert w_int.dtype == jnp.int8 and w_scale.shape == (6,)
+
+
+def test_int8_path_really_multiplies_int8_and_matches_fake_quant():
+    net, params, state, calib = _setup()
+    q = compress.calibrate(net, params, state, calib)
+    run = jax.jit(lambda q_, p, s, x: compress.int8_apply(net, q_, p, s, x))
+    hlo = run.lower(q, params, state, calib[0]).as_text()
+    assert hlo.count("stablehlo.convolution") == 2 and "xi8>" in hlo
+    assert all(f"-> tensor<{s}xi32>" in hlo for s in ("8x10x10x8", "8x3x3x6", "8x5"))
+    x = calib[1]
+    ours = np.asarray(run(q, params, state, x))
+    fake = np.asarray(jax.jit(lambda *a: compress.fake_int8_apply(net, *a))(q, params, state, x))
+    floats = np.asarray(net.apply(params, state, x)[0])
+    scale = np.abs(fake).max()
+    # same integers -> only float summation order differs (a rare input flips one level)
+    assert np.abs(ours - fake).max() <= 1e-3 * scale
+    # and quantisation itself changes the float result visibly but slightly
+    assert 1e-6 * scale < np.abs(fake - floats).max() < 5e-2 * scale
+    np.testing.assert_array_equal(ours.argmax(-1), fake.argmax(-1))
+
+
+def test_single_layer_int8_equals_fake_quant_to_float_rounding():
+    net = serial(("fc", Dense(7)))
+    _, params, state = net.init(jax.random.PRNGKey(2), (1, 33))
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (4, 33)))
+    q = compress.calibrate(net, params, state, [x])
+    a = np.asarray(jax.jit(lambda *a: compress.int8_apply(net, *a))(q, params, state, x))
+    b = np.asarray(jax.jit(lambda *a: compress.fake_int8_apply(net, *a))(q, params, state, x))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_quantisation_aware_training_lowers_the_loss_of_the_quantised_network():
+    net = serial(("conv", Conv(4, 3)), ("act", Relu()), ("flat", Flatten()), ("fc", Dense(3)))
+    model = compress.qat_model(net, bits=4)
+    params, state = model.init(jax.random.PRNGKey(0), (12, 5, 5, 1))
+    x = jax.random.normal(jax.random.PRNGKey(1), (12, 5, 5, 1))
+    y = np.arange(12) % 3
+    np.testing.assert_array_equal(model.apply(params, state, x)[0],
+                                  net.apply(compress.fake_quantize(params, 4), state, x)[0])
+    loss = lambda p: cross_entropy(model.apply(p, state, x)[0], y)  # noqa: E731
+    tx = optax.adam(0.03)
+
+    @jax.jit
+    def step(p, opt):
+        u, opt = tx.update(jax.grad(loss)(p), opt, p)
+        return optax.apply_updates(p, u), opt
+    opt, first = tx.init(params), float(loss(params))
+    for _ in range(30):
+        params, opt = step(params, opt)
+    assert float(loss(params)) < 0.8 * first
