@@ -1,0 +1,66 @@
+"""The CLI's XLA set-up: the CPU flag only where this jaxlib accepts it (an unknown flag
+would abort XLA), probed once per version; the persistent compilation cache on by
+default, with an opt-out."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxcnn import cli
+
+
+@pytest.fixture
+def no_jax(monkeypatch):
+    """apply_xla_tuning does nothing once jax is loaded; pretend it is not (it imports no jax)."""
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+
+
+def test_flags_and_cache_set_before_jax(no_jax, tmp_path):
+    env = {"JAXCNN_CACHE_DIR": str(tmp_path)}
+    cli.apply_xla_tuning(env, probe=lambda flags: pytest.fail("a checked jaxlib must not be probed"))
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "xla")
+    assert float(env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]) == cli.MIN_CACHED_COMPILE_SECS
+    assert env["XLA_FLAGS"] == " ".join(cli.XLA_CPU_FLAGS)
+
+
+def test_opt_outs_and_user_settings_kept(no_jax, tmp_path):
+    env = {"JAXCNN_CACHE_DIR": str(tmp_path), "JAXCNN_COMPILATION_CACHE": "0", "JAXCNN_XLA_TUNING": "0"}
+    cli.apply_xla_tuning(env)
+    assert "JAX_COMPILATION_CACHE_DIR" not in env and "XLA_FLAGS" not in env
+    env = {"JAX_COMPILATION_CACHE_DIR": "/elsewhere", "XLA_FLAGS": "--xla_foo=1"}
+    cli.apply_xla_tuning(env)
+    assert env["JAX_COMPILATION_CACHE_DIR"] == "/elsewhere"
+    assert env["XLA_FLAGS"].startswith("--xla_foo=1 ")
+
+
+def test_unchecked_jaxlib_probed_once_and_refused_flag_not_set(no_jax, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "XLA_FLAGS_CHECKED", ())
+    calls = []
+
+    def probe(flags):
+        calls.append(flags)
+        return False
+    for _ in range(2):
+        env = {"JAXCNN_CACHE_DIR": str(tmp_path)}
+        cli.apply_xla_tuning(env, probe=probe)
+        assert "XLA_FLAGS" not in env
+    assert len(calls) == 1                                     # remembered per jaxlib version
+    record = json.loads((tmp_path / "xla_flags.json").read_text())
+    assert list(record.values()) == [False]
+
+
+def test_real_probe_rejects_an_unknown_flag():
+    assert cli._probe_flags(("--xla_jaxcnn_no_such_flag=1",)) is False
+
+
+def test_compilation_cache_written_by_a_cli_configured_process(tmp_path):
+    code = ("import os; from jaxcnn.cli import apply_xla_tuning; apply_xla_tuning();"
+            "import jax, jax.numpy as jnp; jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()")
+    env = {**os.environ, "JAXCNN_CACHE_DIR": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PLATFORMS": "cpu"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert any((tmp_path / "xla").iterdir()), "no compiled program was written to the cache"
