@@ -136,8 +136,9 @@ def random_masks(key, params, amount, *, structure: str = "weight", skip: Sequen
 
 
 def apply_masks(params, masks):
-    """``params * masks`` leaf by leaf (pruned weights become exactly zero)."""
-    return jax.tree.map(lambda p, m: p * m.astype(p.dtype), params, masks)
+    """``params`` with every entry where the mask is 0 set to +0.0 (``p * 0`` would give -0.0
+    for negative weights, which a sparse encoding would have to store)."""
+    return jax.tree.map(lambda p, m: jnp.where(m != 0, p, jnp.zeros((), p.dtype)), params, masks)
 
 
 def sparsity_report(params, masks=None) -> dict[str, Any]:
