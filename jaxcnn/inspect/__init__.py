@@ -8,3 +8,5 @@ from .activations import activations, layer_gradient, layer_names  # noqa: F401
 from .cam import cam, grad_cam  # noqa: F401
 from .attribution import (IG_METHODS, grad_x_input, integrated_gradients, occlusion,  # noqa: F401
                           occlusion_sweep, saliency, smoothgrad)
+from .adversarial import fgsm, pgd  # noqa: F401
+from .maximize import max_response  # noqa: F401
