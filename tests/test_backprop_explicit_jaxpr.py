@@ -119,3 +119,54 @@ def test_criterion_catches_a_twin_that_is_the_autodiff_op(monkeypatch):
     monkeypatch.setitem(dispatch._EXPLICIT, "max_pool", ops.max_pool)
     found = leftovers(trace_step("explicit"))
     assert {p for p, _ in found} >= {"select_and_scatter_add"}
+
+
+# Helpers exported by jaxcnn.ops that are not array ops (nothing to differentiate).
+OPS_HELPERS = {"get_activation", "ACTIVATIONS", "conv_output_size", "conv_transpose_output_size",
+               "pool_output_size", "resolve_conv_padding"}
+
+
+def _ops_imports(path: pathlib.Path, source: str | None = None):
+    """(alias-F imports, op names imported raw from jaxcnn.ops) of one module."""
+    import ast
+    from jaxcnn import ops
+    aliased_f, raw_ops = [], []
+    package = path.relative_to(ROOT.parent).with_suffix("").parts[:-1]        # e.g. ("jaxcnn", "layers")
+    source = path.read_text() if source is None else source
+    for node in ast.walk(ast.parse(source, str(path))):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            aliased_f += [f"{path.name}:{node.lineno}" for a in node.names if a.asname == "F"]
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else ()
+            module = ".".join(base + tuple((node.module or "").split("."))).strip(".")
+            if module == "jaxcnn" and any(a.name == "ops" for a in node.names):
+                raw_ops.append(f"{path.name}:{node.lineno} the ops package")
+            elif module.startswith("jaxcnn.ops"):
+                raw_ops += [f"{path.name}:{node.lineno} {a.name}" for a in node.names
+                            if hasattr(ops, a.name) and a.name not in OPS_HELPERS]
+        elif isinstance(node, ast.Import):
+            raw_ops += [f"{path.name}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("jaxcnn.ops")]
+    return aliased_f, raw_ops
+
+
+def test_layers_call_ops_only_through_dispatch_and_no_module_names_an_import_F():
+    """Layers and models apply ops via ``jaxcnn.backprop.dispatch`` (so the backprop mode
+    reaches them); backprop modules call the raw ``jaxcnn.ops``; no module hides either
+    behind the name ``F``."""
+    aliased, raw = [], []
+    for folder in ("layers", "models", "backprop"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            f, r = _ops_imports(path)
+            aliased += f
+            if folder != "backprop":
+                raw += r
+    assert aliased == [], f"imports named F: {aliased}"
+    assert raw == [], f"layers/models importing raw ops (bypassing dispatch): {raw}"
+    # the checker sees each form
+    probe = ROOT / "layers" / "probe.py"
+    assert _ops_imports(probe, "from ..backprop import dispatch as F")[0]
+    assert _ops_imports(probe, "import jaxcnn.ops as F") == (["probe.py:1"], ["probe.py:1 jaxcnn.ops"])
+    assert _ops_imports(probe, "from .. import ops")[1]
+    assert _ops_imports(probe, "from ..ops.pool import max_pool")[1]
+    assert _ops_imports(probe, "from ..ops.activations import get_activation\nfrom ..ops.layout import "
+                               "channels_last") == ([], [])

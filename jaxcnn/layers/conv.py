@@ -11,7 +11,7 @@ import math
 
 import jax
 
-from ..backprop import dispatch as F
+from ..backprop import dispatch  # the ops as traced under the current backprop mode
 from ..ops.layout import channels_last
 from ..ops.shapes import describe, ntuple
 from . import initializers as I
@@ -48,7 +48,7 @@ def Conv(features: int, kernel_size, stride=1, padding=0, dilation=1, groups: in
         return _weight_and_bias(key, shape, features, fan_in, fan_out, use_bias, kernel_init, bias_init)
 
     def forward(params, state, x, train, key):
-        return F.conv(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
+        return dispatch.conv(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
                       dilation=dilation, groups=groups, padding_mode=padding_mode, layout=layout)
 
     return leaf(name, meta, forward, make_params)
@@ -78,7 +78,7 @@ def ConvTranspose(features: int, kernel_size, stride=1, padding=0, output_paddin
         return _weight_and_bias(key, shape, features, fan_in, fan_out, use_bias, kernel_init, bias_init)
 
     def forward(params, state, x, train, key):
-        return F.conv_transpose(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
+        return dispatch.conv_transpose(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
                                 output_padding=output_padding, dilation=dilation, groups=groups, layout=layout)
 
     return leaf(name, meta, forward, make_params)
@@ -100,7 +100,7 @@ def Dense(features: int, use_bias: bool = True, kernel_init=I.torch_default, bia
                                 bias_init)
 
     def forward(params, state, x, train, key):
-        return F.dense(x, params["weight"], params.get("bias"))
+        return dispatch.dense(x, params["weight"], params.get("bias"))
 
     return leaf(name, meta, forward, make_params)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ..backprop import dispatch as F
+from ..backprop import dispatch  # the ops as traced under the current backprop mode
 from ..ops.layout import channels_last
 from ..ops.shapes import describe
 from .base import leaf
@@ -50,7 +50,7 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, use_scale: bool = True, 
         return {"running_mean": jnp.zeros((c,), jnp.float32), "running_var": jnp.ones((c,), jnp.float32)}
 
     def forward(params, state, x, train, key, axis_name):
-        y, mean, var = F.batch_norm(x, state["running_mean"], state["running_var"], params.get("weight"),
+        y, mean, var = dispatch.batch_norm(x, state["running_mean"], state["running_var"], params.get("weight"),
                                     params.get("bias"), train=train, momentum=momentum, eps=eps,
                                     axis_name=built_axis or axis_name, layout=layout)
         new_state = {"running_mean": mean, "running_var": var} if train else state

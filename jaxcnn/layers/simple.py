@@ -2,7 +2,7 @@
 ChannelShuffle, Identity."""
 from __future__ import annotations
 
-from ..backprop import dispatch as F
+from ..backprop import dispatch  # the ops as traced under the current backprop mode
 from ..ops.activations import get_activation
 from .base import elementwise, leaf
 
@@ -11,13 +11,13 @@ def Activation(name: str, **kwargs):
     """Any activation of ``ops.get_activation(name)`` ("relu", "gelu", ...) as a layer.
     An unknown name raises ``ValueError`` listing the known ones when the layer is built."""
     get_activation(name)  # validate now, not at the first apply
-    return elementwise(_TITLE.get(name, name.title()), lambda x: getattr(F, name)(x, **kwargs),
+    return elementwise(_TITLE.get(name, name.title()), lambda x: getattr(dispatch, name)(x, **kwargs),
                        {"activation": name, **kwargs})
 
 
 def _act(fn_name: str, title: str):
     def make(name: str = title, **kwargs):
-        return elementwise(name, lambda x: getattr(F, fn_name)(x, **kwargs), {"activation": fn_name, **kwargs})
+        return elementwise(name, lambda x: getattr(dispatch, fn_name)(x, **kwargs), {"activation": fn_name, **kwargs})
     make.__name__ = title
     make.__doc__ = f"``ops.{fn_name}`` as a layer (keyword arguments are passed to the op)."
     return make
@@ -52,7 +52,7 @@ def Identity(name: str = "Identity"):
 def Flatten(start_dim: int = 1, name: str = "Flatten"):
     """Flatten axes ``start_dim..`` into one (row-major: NHWC flattens as H, W, C)."""
     meta = dict(type=name, kind="flatten", start_dim=start_dim, rf="global")
-    return leaf(name, meta, lambda p, s, x, train, key: F.flatten(x, start_dim))
+    return leaf(name, meta, lambda p, s, x, train, key: dispatch.flatten(x, start_dim))
 
 
 def _needs_key(name, rate, train, key):
@@ -66,7 +66,7 @@ def Dropout(rate: float, name: str = "Dropout"):
 
     def forward(p, s, x, train, key):
         _needs_key(name, rate, train, key)
-        return F.dropout(key, x, rate, train=train)
+        return dispatch.dropout(key, x, rate, train=train)
     return leaf(name, meta, forward)
 
 
@@ -76,7 +76,7 @@ def SpatialDropout(rate: float, layout: str = "NHWC", name: str = "SpatialDropou
 
     def forward(p, s, x, train, key):
         _needs_key(name, rate, train, key)
-        return F.spatial_dropout(key, x, rate, train=train, layout=layout)
+        return dispatch.spatial_dropout(key, x, rate, train=train, layout=layout)
     return leaf(name, meta, forward)
 
 
@@ -85,11 +85,11 @@ def Upsample(size=None, scale_factor=None, mode: str = "nearest", align_corners=
     """torch.nn.Upsample (nearest, linear/bilinear/trilinear, bicubic)."""
     meta = dict(type=name, kind="upsample", size=size, scale_factor=scale_factor, mode=mode, layout=layout,
                 rf="global")
-    return leaf(name, meta, lambda p, s, x, train, key: F.upsample(
+    return leaf(name, meta, lambda p, s, x, train, key: dispatch.upsample(
         x, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners, layout=layout))
 
 
 def ChannelShuffle(groups: int, layout: str = "NHWC", name: str = "ChannelShuffle"):
     """ShuffleNet's channel shuffle: (g, C/g) -> (C/g, g) over the channel axis."""
     meta = dict(type=name, kind="channel_shuffle", groups=groups, layout=layout, rf="pointwise")
-    return leaf(name, meta, lambda p, s, x, train, key: F.channel_shuffle(x, groups, layout=layout))
+    return leaf(name, meta, lambda p, s, x, train, key: dispatch.channel_shuffle(x, groups, layout=layout))

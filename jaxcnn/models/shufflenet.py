@@ -6,7 +6,7 @@ ends with a 2-group channel shuffle.
 """
 from __future__ import annotations
 
-from ..backprop import dispatch as F
+from ..backprop import dispatch  # the ops as traced under the current backprop mode
 from ..combinators import graph, serial
 from ..layers import BatchNorm, Conv, Dense, GlobalAvgPool, MaxPool, Relu
 from .base import Model
@@ -31,7 +31,7 @@ def shuffle_unit(in_ch: int, out_ch: int, stride: int):
             out = call.concat(x[..., :half], call("branch2", x[..., half:]))
         else:
             out = call.concat(call("branch1", x), call("branch2", x))
-        return F.channel_shuffle(out, 2)
+        return dispatch.channel_shuffle(out, 2)
     return graph(layers, forward, name="InvertedResidual", type_name="ShuffleUnit")
 
 
