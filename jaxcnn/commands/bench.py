@@ -1,0 +1,79 @@
+"""``jaxcnn bench MODEL``: time one train step of a zoo model under each backprop mode
+on this machine, side by side (interleaved rounds, ratios to autodiff), with compile
+time and XLA's GFLOP/s. The comparison with PyTorch and flax.linen lives in
+``experiments/bench_train.py`` (it needs their model definitions)."""
+from __future__ import annotations
+
+import statistics
+import time
+
+from .summary import input_shape
+
+
+def register(subparsers) -> None:
+    from ..backprop.mode import MODES
+    p = subparsers.add_parser("bench", help="train-step time of a model under each backprop mode")
+    p.add_argument("model", help="a zoo name (jaxcnn.models.available()) or 'package.module:function'")
+    p.add_argument("--input", default=None, help="input shape without batch, NHWC (default: the model's own)")
+    p.add_argument("--num-classes", type=int, default=10, help="model output width (default: 10)")
+    p.add_argument("--batch", type=int, default=128, help="batch size (default: 128)")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated backprop modes (default: all)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round (default: 5)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the modes (default: 3)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import jax
+    import optax
+
+    from ..backprop.mode import MODES
+    from ..models import create
+    from ..ops import cross_entropy
+    from ..train.state import create_train_state
+    from ..train.step import make_train_step
+    from .errors import UsageError
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise UsageError(f"--modes must be a comma-separated subset of {', '.join(MODES)}, got {args.modes!r}")
+    if args.batch < 2 or args.steps < 1 or args.rounds < 1:
+        raise UsageError(f"--batch must be >= 2 and --steps/--rounds >= 1, got {args.batch}/{args.steps}/"
+                         f"{args.rounds}")
+    model = create(args.model, num_classes=args.num_classes)
+    shape = (args.batch, *input_shape(args, model))
+    tx = optax.sgd(0.01, momentum=0.9)
+    ts = create_train_state(model, tx, jax.random.PRNGKey(0), shape)
+    batch = {"image": jax.random.normal(jax.random.PRNGKey(1), shape),
+             "label": jax.random.randint(jax.random.PRNGKey(2), (args.batch,), 0, args.num_classes)}
+    key = jax.random.PRNGKey(3)
+    compiled, rows = {}, {}
+    for mode in modes:
+        t0 = time.perf_counter()
+        compiled[mode] = jax.jit(make_train_step(model, cross_entropy, tx, backprop=mode)).lower(
+            ts, batch, key).compile()
+        cost = compiled[mode].cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
+        rows[mode] = {"compile_s": time.perf_counter() - t0, "gflop": float(cost.get("flops", 0.0)) / 1e9,
+                      "times": []}
+        jax.block_until_ready(compiled[mode](ts, batch, key))          # warm-up
+    for _ in range(args.rounds):
+        for mode in modes:
+            state = ts
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                state, metrics = compiled[mode](state, batch, key)
+                metrics["loss"].block_until_ready()
+                rows[mode]["times"].append(time.perf_counter() - t0)
+    base = statistics.median(rows[modes[0]]["times"])
+    print(f"{args.model}, batch {args.batch}, input {shape[1:]}, {jax.devices()[0].platform}, "
+          f"{args.rounds} rounds x {args.steps} steps")
+    print(f"{'backprop':10s} {'ms/step':>9s} {'img/s':>9s} {'vs ' + modes[0]:>12s} {'compile s':>10s} "
+          f"{'GFLOP/s':>8s}")
+    for mode in modes:
+        med = statistics.median(rows[mode]["times"])
+        r = rows[mode]
+        print(f"{mode:10s} {1e3 * med:9.1f} {args.batch / med:9.0f} {base / med:11.2f}x {r['compile_s']:10.1f} "
+              f"{r['gflop'] / med:8.1f}")
+    return 0
