@@ -104,6 +104,8 @@ COMMANDS = [
     "summary",
     "receptive_field",
     "gradcheck",
+    "explain",
+    "plot",
     "bench",
 ]
 
