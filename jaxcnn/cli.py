@@ -104,6 +104,7 @@ COMMANDS = [
     "summary",
     "receptive_field",
     "gradcheck",
+    "compress",
     "explain",
     "plot",
     "bench",

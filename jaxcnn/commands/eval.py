@@ -38,7 +38,11 @@ def run(args) -> int:
     norm = config["normalization"]
     _, test, _ = load_splits(dataset, args.data_dir or config.get("data_dir"), normalization=(norm["mean"], norm["std"]))
     model = create(config["model"], num_classes=config["num_classes"], **dict(config.get("model_option", [])))
-    params, state, step = restore_params(os.path.join(run_dir, "checkpoints"), args.step)
+    if config.get("compressed"):  # written by `jaxcnn compress`
+        from ..compress import restore_compressed_run
+        params, state, step = restore_compressed_run(run_dir, config, args.step)
+    else:
+        params, state, step = restore_params(os.path.join(run_dir, "checkpoints"), args.step)
     result = evaluate_model(model, params, state, batches(test, args.batch_size, seed=0, epoch=0, shuffle=False,
                                                           drop_remainder=False),
                             precision=config.get("precision", "fp32"))

@@ -1,0 +1,79 @@
+"""``jaxcnn compress`` end to end on the embedded digits: every step logged to the new
+run's metrics.jsonl, the compressed file really smaller, ``jaxcnn eval`` reproducing the
+saved accuracy, and one-line errors."""
+import json
+
+import numpy as np
+import pytest
+
+from jaxcnn import cli, compress
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compress") / "run"
+    assert cli.main(["train", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _eval(out, capsys):
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(out), "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_prune_finetune_int8_run_is_logged_smaller_and_evaluable(source_run, tmp_path, capsys):
+    out = tmp_path / "c"
+    assert cli.main(["compress", "--checkpoint", str(source_run), "--prune", "0.8", "--finetune-epochs", "1",
+                     "--quantize", "int8", "--out", str(out), "--no-progress"]) == 0
+    records = _records(out)
+    phases = [r["phase"] for r in records]
+    assert phases == ["source", "prune", "finetune", "pruned", "quantize", "int8_inference", "saved"]
+    pruned = records[phases.index("pruned")]
+    assert pruned["sparsity"] == pytest.approx(0.8, abs=0.002)
+    assert pruned["test_accuracy"] > records[phases.index("prune")]["test_accuracy"] - 0.02
+    saved = records[-1]
+    assert saved["bytes"] == (out / "compressed.npz").stat().st_size < saved["float_bytes"] / 3
+    result = _eval(out, capsys)
+    assert result["test_accuracy"] == pytest.approx(saved["test_accuracy"], abs=1e-9)
+    # the stored kernels are int8 with 80% zeros
+    params, _, _ = compress.load_compressed(out / "compressed.npz")
+    kernels = compress.sparsity_report(params)
+    assert kernels["sparsity"] >= 0.79
+    assert all(len(np.unique(params[n]["weight"][..., 0])) <= 256 for n in params if "weight" in params[n])
+
+
+@pytest.mark.slow
+def test_binarized_run_round_trips_through_eval(source_run, tmp_path, capsys):
+    out = tmp_path / "b"
+    assert cli.main(["compress", "--checkpoint", str(source_run), "--binarize", "xnor", "--finetune-epochs", "1",
+                     "--out", str(out), "--no-progress"]) == 0
+    records = _records(out)
+    assert [r["phase"] for r in records] == ["source", "binarize", "binary_finetune", "saved"]
+    assert records[-1]["ratio"] > 4
+    assert _eval(out, capsys)["test_accuracy"] == pytest.approx(records[-1]["test_accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prune", "1.0"], "--prune must be in [0, 1)"),
+    (["--binarize", "xnor", "--quantize", "int8"], "cannot be combined"),
+    (["--qat"], "--qat needs --quantize int8"),
+    (["--prune", "0.5", "--schedule", "gradual", "--finetune-epochs", "0"], "give --finetune-epochs >= 1"),
+])
+def test_bad_flags_are_one_line_errors(tmp_path, capsys, argv, message):
+    assert cli.main(["compress", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")] + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_eval_refuses_a_compressed_run_it_cannot_read(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"compressed": {"file": "compressed.npz", "step": 1}}))
+    header = {"format": "jaxcnn-compressed", "version": 99, "leaves": [], "meta": {}}
+    np.savez(tmp_path / "compressed.npz", __header__=np.frombuffer(json.dumps(header).encode(), np.uint8))
+    with pytest.raises(ValueError, match="version 99; this build reads 'jaxcnn-compressed' up to version 1"):
+        compress.restore_compressed_run(tmp_path, json.loads((tmp_path / "config.json").read_text()))
