@@ -64,3 +64,29 @@ def test_compilation_cache_written_by_a_cli_configured_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert any((tmp_path / "xla").iterdir()), "no compiled program was written to the cache"
+
+
+def _bench_parser():
+    import argparse
+    from jaxcnn.commands import bench
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    return parser
+
+
+def test_bench_command_prints_one_row_per_mode(capsys):
+    args = _bench_parser().parse_args(["bench", "lenet5", "--batch", "4", "--steps", "1", "--rounds", "1",
+                                       "--modes", "autodiff,auto"])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("lenet5, batch 4, input (28, 28, 1)")
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"autodiff", "auto"}
+    assert rows["autodiff"][3] == "1.00x" and float(rows["auto"][1]) > 0
+
+
+def test_bench_command_rejects_unknown_mode():
+    from jaxcnn.commands.errors import UsageError
+    args = _bench_parser().parse_args(["bench", "lenet5", "--modes", "autodiff,fastest"])
+    with pytest.raises(UsageError, match="--modes must be a comma-separated subset of auto, autodiff, explicit"):
+        args.func(args)
