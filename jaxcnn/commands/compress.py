@@ -168,7 +168,9 @@ def run(args) -> int:
         skip += [n.rsplit("/", 1)[0] for n, w in C.masks.require_weights(params, "compress").items()
                  if w.shape[-1] == config["num_classes"]]
     structure = "filter" if args.structured else "weight"
-    if args.prune:
+    # nothing but fine-tuning asked for: the dense control (--prune 0 --finetune-epochs N)
+    only_finetune = args.quantize == "none" and args.binarize == "none" and args.finetune_epochs > 0
+    if args.prune or only_finetune:
         if args.schedule == "oneshot":
             masks = C.prune_masks(params, args.prune, scope=args.scope, structure=structure, norm=args.norm,
                                   skip=skip)
