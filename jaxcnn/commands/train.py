@@ -42,8 +42,9 @@ def register(subparsers) -> None:
                    help="bf16: compute in bfloat16, keep float32 parameters")
     p.add_argument("--parallel", choices=("none", "pmap", "sharded"), default="none",
                    help="one device, jax.pmap over local devices, or jit over a device mesh")
-    p.add_argument("--backprop", choices=("autodiff", "explicit"), default="autodiff",
-                   help="backward passes: XLA autodiff, or jaxcnn's hand-written transposed-kernel twins")
+    p.add_argument("--backprop", choices=("auto", "autodiff", "explicit"), default="auto",
+                   help="backward passes: per op the fastest measured (auto), XLA autodiff, or jaxcnn's "
+                        "hand-written transposed-kernel twins")
     p.add_argument("--augment", choices=AUGMENTS, default="none", help="on-device random crop and/or flip")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and dropout")
     p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>)")
