@@ -29,7 +29,8 @@ def test_saliency_and_grad_x_input(setup):
     assert rel_err(inspect.grad_x_input(model, params, state, x, jnp.asarray(TARGETS)), ref) < 1e-4
 
 
-@pytest.mark.parametrize("method", inspect.IG_METHODS)
+@pytest.mark.parametrize("method", [m if m == "gausslegendre" else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in inspect.IG_METHODS])
 def test_integrated_gradients_rules(setup, method):
     model, params, state, net, x = setup
     base = 0.1 * x[::-1]
@@ -42,6 +43,7 @@ def test_integrated_gradients_rules(setup, method):
     np.testing.assert_allclose(delta, ref_delta.detach().numpy(), atol=1e-3 * float(jnp.max(jnp.abs(ours))) * 784)
 
 
+@pytest.mark.slow
 def test_ig_completeness_and_jit(setup):
     model, params, state, _, x = setup
     f = jax.jit(lambda x: inspect.integrated_gradients(model, params, state, x, 4, steps=64, return_delta=True,
@@ -54,7 +56,8 @@ def test_ig_completeness_and_jit(setup):
     assert float(jnp.max(jnp.abs(delta))) < 0.05 * float(jnp.max(jnp.abs(total)))
 
 
-@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+@pytest.mark.parametrize("nt_type", ["smoothgrad", pytest.param("smoothgrad_sq", marks=pytest.mark.slow),
+                                     pytest.param("vargrad", marks=pytest.mark.slow)])
 def test_noise_tunnel(setup, nt_type):
     model, params, state, net, x = setup
     n, sd = 3, 0.4

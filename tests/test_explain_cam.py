@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from _explain_torch import grad_cam_module, images, nchw, rel_err, seed_cnn
+from _explain_torch import grad_cam_module, images, nchw, rel_err, resnet18_pair, seed_cnn
 from jaxcnn import inspect
 from jaxcnn.combinators import serial
 from jaxcnn.layers import Conv, Dense, GlobalAvgPool, Relu
@@ -37,7 +37,8 @@ def torch_raw(net, x, layer, method, targets):
     return np.maximum(raw, 0), full
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam",
+                                    pytest.param("scorecam", marks=pytest.mark.slow)])
 def test_matches_pytorch_grad_cam(setup, method):
     model, params, state, net, x = setup
     raw_t, full_t = torch_raw(net, x, "bn4", method, TARGETS)
@@ -110,3 +111,22 @@ def test_bad_input(setup):
         inspect.grad_cam(model, params, state, jnp.zeros((4, 28, 28, 3)), "bn4", 1)
     with pytest.raises(ValueError, match=r"method must be one of"):
         inspect.grad_cam(model, params, state, x, "bn4", 1, method="fullgrad")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer,module", [("layer4", lambda n: n.layer4), ("layer4/1", lambda n: n.layer4[1]),
+                                          ("layer3/0/conv2", lambda n: n.layer3[0].conv2)])
+def test_resnet18_blocks_match_pytorch_grad_cam(layer, module):
+    model, params, state, net = resnet18_pair(size=64)
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 64, 64, 3))
+    for method in ("gradcam", "gradcam++"):
+        cam = PEERS[method](model=net, target_layers=[module(net)])
+        tg = [ClassifierOutputTarget(1), ClassifierOutputTarget(4)]
+        full = cam(input_tensor=nchw(x), targets=tg)
+        a = cam.activations_and_grads.activations[0].numpy()
+        g = cam.activations_and_grads.gradients[0].numpy()
+        ref = np.maximum(cam.get_cam_image(nchw(x), module(net), tg, a, g, False), 0)
+        ours = inspect.grad_cam(model, params, state, x, layer, jnp.array([1, 4]), method=method)
+        assert rel_err(ours, ref) < 1e-4
+        up = inspect.grad_cam(model, params, state, x, layer, jnp.array([1, 4]), method=method, upsample=True)
+        assert np.max(np.abs(np.asarray(up) - full)) < 1e-4
