@@ -8,7 +8,7 @@ import pytest
 
 from jaxcnn import ops
 from jaxcnn.backprop import (activation_backward, backprop_mode, batch_norm_backward, cross_entropy_backward,
-                             dense_backward, dispatch as F)
+                             dense_backward, dispatch)
 from jaxcnn.backprop.activations import ELEMENTWISE
 
 ACT_KW = {"leaky_relu": {"negative_slope": 0.2}, "elu": {"alpha": 0.7}, "softplus": {"beta": 2.0, "threshold": 3.0},
@@ -79,10 +79,10 @@ def test_cross_entropy_backward(x64):
 
 def test_explicit_mode_raises_for_op_without_twin(monkeypatch):
     # every differentiable op has a twin now: take one away to see the error path
-    monkeypatch.delitem(F._EXPLICIT, "lp_pool")
+    monkeypatch.delitem(dispatch._EXPLICIT, "lp_pool")
     with backprop_mode("explicit"):
         with pytest.raises(NotImplementedError, match="no explicit backward"):
-            F.lp_pool(jnp.ones((1, 4, 4, 1)), 2.0, 2)
+            dispatch.lp_pool(jnp.ones((1, 4, 4, 1)), 2.0, 2)
 
 
 def test_twins_dropout_and_batch_norm_state(x64):
@@ -92,8 +92,9 @@ def test_twins_dropout_and_batch_norm_state(x64):
     rm, rv, g, b = np.zeros(2), np.ones(2), rng.normal(size=2), rng.normal(size=2)
 
     def f(x, g, b):
-        y, m, v = F.batch_norm(x, rm, rv, g, b, train=True)
-        y = F.spatial_dropout(jax.random.fold_in(key, 1), F.dropout(key, y, 0.3, train=True), 0.5, train=True)
+        y, m, v = dispatch.batch_norm(x, rm, rv, g, b, train=True)
+        y = dispatch.dropout(key, y, 0.3, train=True)
+        y = dispatch.spatial_dropout(jax.random.fold_in(key, 1), y, 0.5, train=True)
         return jnp.sum(y ** 2), (m, v)
 
     (l1, s1), g1 = jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True)(x, g, b)
@@ -106,12 +107,12 @@ def test_twins_dropout_and_batch_norm_state(x64):
 
 def _stack_loss(p, x, labels):
     """conv -> relu -> avg_pool -> conv(stride 2, reflect) -> tanh -> max_pool -> dense -> cross-entropy."""
-    h = F.relu(F.conv(x, p["w1"], p["b1"], padding=1))
-    h = F.avg_pool(h, 2)
-    h = F.tanh(F.conv(h, p["w2"], p["b2"], stride=2, padding=(1, 0), padding_mode="reflect"))
-    h = F.max_pool(h, 2, ceil_mode=True)
+    h = dispatch.relu(dispatch.conv(x, p["w1"], p["b1"], padding=1))
+    h = dispatch.avg_pool(h, 2)
+    h = dispatch.tanh(dispatch.conv(h, p["w2"], p["b2"], stride=2, padding=(1, 0), padding_mode="reflect"))
+    h = dispatch.max_pool(h, 2, ceil_mode=True)
     h = h.reshape(h.shape[0], -1)
-    return F.cross_entropy(F.dense(h, p["wd"], p["bd"]), labels)
+    return dispatch.cross_entropy(dispatch.dense(h, p["wd"], p["bd"]), labels)
 
 
 def _train(mode, params, x, labels, steps=4, lr=0.1):
