@@ -12,8 +12,9 @@ on (``jaxcnn.ops.pool`` / ``jaxcnn.ops.nn.upsample`` and ``jaxcnn.backprop``):
   ``torch.nn.functional.interpolate``'s source coordinates and the per-axis (out x in)
   matrix that nearest / linear resizing applies.
 
-Everything here is shape arithmetic on Python ints and NumPy arrays (concrete at trace
-time); only :meth:`Window.reduce` touches traced arrays.
+The geometry is shape arithmetic on Python ints and NumPy arrays (concrete at trace
+time, so jit-safe); only :meth:`Window.reduce` computes on the (possibly traced) input,
+and :func:`broadcast_to_axis` turns a NumPy constant into a jax array.
 """
 from __future__ import annotations
 
