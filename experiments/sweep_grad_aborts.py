@@ -12,6 +12,8 @@ also compared (max relative difference reported).
 Writes ``experiments/results/sweep_grad_aborts.json``: counts, aborts (configs + rc),
 other failures, and the worst autodiff/explicit disagreement.
 
+The known aborting configuration (:data:`KNOWN`) is swept too, first.
+
 Run:  python experiments/sweep_grad_aborts.py [--count 600] [--batch 50] [--seed 0]
 """
 from __future__ import annotations
@@ -84,6 +86,14 @@ def random_config(rng: random.Random, i: int) -> dict | None:
             "dtype": rng.choice(["float32", "float64"]), "seed": i}
 
 
+# The configuration that aborted the process before conv_transpose inserted its stride
+# zeros with lax.pad (issue: "Process aborts in XLA"); always swept, first, as a canary
+# that the harness catches an abort.
+KNOWN = {"id": -1, "op": "conv_transpose", "x": [2, 4, 4, 3, 3], "w": [4, 2, 4, 4, 2], "dtype": "float64", "seed": 0,
+         "kw": {"stride": [1, 2, 3], "padding": [0, 3, 0], "output_padding": [0, 0, 1], "dilation": [1, 1, 2],
+                "groups": 2, "layout": "NCHW"}}
+
+
 def run_batch(configs: list[dict], timeout: float) -> tuple[int, dict[int, float], str]:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     try:
@@ -107,8 +117,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "sweep_grad_aborts.json"))
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    configs, i = [], 0
-    while len(configs) < args.count:
+    configs, i = [KNOWN], 0
+    while len(configs) < args.count + 1:
         c = random_config(rng, i)
         i += 1
         if c is not None:
