@@ -32,6 +32,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=2, help="training epochs of the float and separable models")
     ap.add_argument("--finetune-epochs", type=int, default=1)
+    ap.add_argument("--finetune-steps", type=int, default=None,
+                    help="cap on fine-tuning steps per epoch")
+    ap.add_argument("--separable-steps", type=int, default=None, help="cap on the separable model's steps per epoch")
     ap.add_argument("--rounds", type=int, default=15, help="latency rounds (interleaved)")
     ap.add_argument("--out", default=OUT)
     args = ap.parse_args(argv)
@@ -56,7 +59,9 @@ def main(argv=None):
 
     def save():
         with open(results_path, "w") as f:
-            json.dump({"epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "rows": rows,
+            json.dump({"epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
+                       "finetune_steps_per_epoch": args.finetune_steps, "float_run_step": float_step,
+                       "separable_steps_per_epoch": args.separable_steps, "rows": rows,
                        "jax": jax.__version__, "cpu_count": os.cpu_count()}, f, indent=2)
 
     def records(run):
@@ -72,7 +77,7 @@ def main(argv=None):
         print(f"float training: {time.perf_counter() - t:.0f}s", file=sys.stderr)
     train, test, _ = load_splits("fashion_mnist", None)
     model = create("fmnist_cnn", num_classes=10)
-    _, params, state, _ = C.load_run(base)
+    _, params, state, float_step = C.load_run(base)
 
     def add(name, run, **extra):
         recs = records(run) if run else []
@@ -90,7 +95,8 @@ def main(argv=None):
         if os.path.exists(run):
             shutil.rmtree(run)
         t = time.perf_counter()
-        assert cli.main(["compress", "--checkpoint", base, "--out", run, "--no-progress", *flags]) == 0
+        cap = ["--steps-per-epoch", str(args.finetune_steps)] if args.finetune_steps else []
+        assert cli.main(["compress", "--checkpoint", base, "--out", run, "--no-progress", *cap, *flags]) == 0
         return run, time.perf_counter() - t
 
     base_bytes = C.save_compressed(os.path.join(runs, "float.npz"), params, state, sparse=False)
@@ -149,6 +155,8 @@ def main(argv=None):
 
     sep = separable()
     steps = steps_per_epoch(len(train), 128)
+    if args.separable_steps:
+        steps = min(steps, args.separable_steps)
     sep_dir = os.path.join(runs, "separable")
     os.makedirs(sep_dir, exist_ok=True)
     t = time.perf_counter()

@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="fine-tune on only the first N batches of each epoch (default: the whole training set)")
     g.add_argument("--dataset", default=None, help="default: the source run's")
     g.add_argument("--data-dir", default=None)
     g.add_argument("--seed", type=int, default=0)
@@ -108,6 +110,10 @@ def run(args) -> int:
                                  normalization=(norm["mean"], norm["std"]))
     model = create(config["model"], num_classes=config["num_classes"], **dict(config.get("model_option", [])))
     steps = steps_per_epoch(len(train), args.batch_size)
+    if args.steps_per_epoch is not None:
+        if args.steps_per_epoch < 1:
+            raise UsageError(f"--steps-per-epoch must be >= 1, got {args.steps_per_epoch}")
+        steps = min(steps, args.steps_per_epoch)
     input_shape = (1,) + tuple(train.image_shape)
     loss = dispatch.cross_entropy
 
