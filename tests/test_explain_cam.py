@@ -130,3 +130,14 @@ def test_resnet18_blocks_match_pytorch_grad_cam(layer, module):
         assert rel_err(ours, ref) < 1e-4
         up = inspect.grad_cam(model, params, state, x, layer, jnp.array([1, 4]), method=method, upsample=True)
         assert np.max(np.abs(np.asarray(up) - full)) < 1e-4
+
+
+def test_filters_and_activations_as_arrays(setup):
+    model, params, state, _, x = setup
+    assert inspect.filters(params, "conv3").shape == (3, 3, 32, 64)
+    with pytest.raises(ValueError, match=r"filters: no conv kernel at layer 'act1'; layers with kernels: conv1"):
+        inspect.filters(params, "act1")
+    acts = jax.jit(lambda x: inspect.activations(model, params, state, x, ["conv1", "pool2"]))(x)
+    assert acts["conv1"].shape == (4, 28, 28, 32) and acts["pool2"].shape == (4, 7, 7, 64)
+    single = jax.vmap(lambda xi: inspect.activations(model, params, state, xi[None], "pool2")["pool2"][0])(x)
+    np.testing.assert_allclose(single, acts["pool2"], rtol=1e-5, atol=1e-5)

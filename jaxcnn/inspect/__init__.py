@@ -4,7 +4,7 @@ and receptive field; ``region`` gives the input window that one output unit sees
 from .receptive_field import RFRow, RFTable, receptive_field, region  # noqa: F401
 from .summary import Summary, summary  # noqa: F401
 from ._trace import trace  # noqa: F401  (one abstract trace of a network: shapes + leaf records)
-from .activations import activations, layer_gradient, layer_names  # noqa: F401
+from .activations import activations, filters, layer_gradient, layer_names  # noqa: F401
 from .cam import cam, grad_cam  # noqa: F401
 from .attribution import (IG_METHODS, grad_x_input, integrated_gradients, occlusion,  # noqa: F401
                           occlusion_sweep, saliency, smoothgrad)

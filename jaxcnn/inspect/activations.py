@@ -73,8 +73,7 @@ def activations(model, params, state, x, layers) -> dict:
     """
     single = isinstance(layers, str)
     wanted = [layers] if single else list(layers)
-    out, logits = forward_with(model, params, state, x, wanted, fn="activations")
-    return out
+    return forward_with(model, params, state, x, wanted, fn="activations")[0]
 
 
 def forward_with(model, params, state, x, layers: Sequence[str], deltas: dict | None = None,
@@ -171,3 +170,21 @@ def scores_fn(model, params, state, target, fn: str) -> Callable:
         logits, _ = model.apply(params, state, x, train=False)
         return target_scores(logits, target, fn)
     return f
+
+
+def filters(params, layer: str):
+    """The kernel ``(kh, kw, C_in, C_out)`` (NHWC weights) of the conv layer at ``layer``.
+    Raises ``ValueError`` listing the paths that hold conv kernels when it has none."""
+    found = {}
+
+    def walk(tree, path):
+        if isinstance(tree, dict):
+            w = tree.get("weight")
+            if w is not None and getattr(w, "ndim", 0) >= 3:
+                found["/".join(path)] = w
+            for k, v in tree.items():
+                walk(v, path + (k,))
+    walk(params, ())
+    if layer not in found:
+        raise ValueError(f"filters: no conv kernel at layer {layer!r}; layers with kernels: {', '.join(found)}")
+    return found[layer]
