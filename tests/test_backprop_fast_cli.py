@@ -74,6 +74,7 @@ def _bench_parser():
     return parser
 
 
+@pytest.mark.slow
 def test_bench_command_prints_one_row_per_mode(capsys):
     args = _bench_parser().parse_args(["bench", "lenet5", "--batch", "4", "--steps", "1", "--rounds", "1",
                                        "--modes", "autodiff,auto"])
