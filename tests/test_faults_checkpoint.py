@@ -96,7 +96,9 @@ def test_unverified_step_that_orbax_cannot_read_falls_back(saved, tmp_path):
     shutil.copytree(saved, d)
     os.remove(d / "20" / ck.MANIFEST)          # e.g. killed between orbax's commit and the checksum
     assert ck.verify_step(d, 20).status == "unverified"
-    _truncate(str(d / "20"))
+    for f in glob.glob(str(d / "20" / "train_state" / "**" / "d" / "*"), recursive=True):
+        with open(f, "r+b") as fh:  # every data file: params included
+            fh.truncate(os.path.getsize(f) // 2)
     warnings = []
     _, _, step = ck.restore_params(d, warn=warnings.append)
     assert step == 10 and "orbax could not read it" in warnings[0] and "\n" not in warnings[0]

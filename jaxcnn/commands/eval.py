@@ -11,7 +11,8 @@ from .errors import UsageError
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a saved run (jaxcnn train --out DIR) on the test split")
     p.add_argument("--checkpoint", required=True, help="the run directory (holding config.json and checkpoints/)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    p.add_argument("--step", type=int, default=None,
+                   help="checkpoint step, exactly (default: the newest intact one; a damaged newer one is reported)")
     p.add_argument("--dataset", default=None, help="evaluate on another dataset's test split (default: the run's)")
     p.add_argument("--data-dir", default=None, help="TFDS data directory (default: the run's)")
     p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default: 256)")
@@ -20,6 +21,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.step is not None and args.step < 0:
+        raise UsageError(f"--step must be >= 0, got {args.step}")
     run_dir = os.path.abspath(args.checkpoint)
     if os.path.basename(run_dir) == "checkpoints":
         run_dir = os.path.dirname(run_dir)

@@ -1,6 +1,13 @@
 """``jaxcnn train``: train a zoo model on a dataset (default: a small CNN on the
 embedded 8x8 digits, under a minute on 2 CPU cores), writing ``DIR/config.json``,
-``DIR/metrics.jsonl`` (one line per evaluation) and orbax checkpoints ``DIR/checkpoints``."""
+``DIR/metrics.jsonl`` (one line per evaluation) and orbax checkpoints ``DIR/checkpoints``.
+
+The run directory is a contract (:mod:`jaxcnn.train.rundir`): every flag is range-checked
+before anything is created; ``config.json`` is written once, after the data and model
+were validated; ``--resume`` takes every flag not given from it and refuses a given flag
+that changes the run's identity (a longer ``--epochs`` is allowed and recorded); an
+existing run in ``--out`` is never mixed with a new one (``--overwrite`` moves it aside).
+SIGTERM/SIGINT save a checkpoint after the current step and exit 143/130."""
 from __future__ import annotations
 
 import argparse
@@ -48,7 +55,10 @@ def register(subparsers) -> None:
     p.add_argument("--augment", choices=AUGMENTS, default="none", help="on-device random crop and/or flip")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and dropout")
     p.add_argument("--out", default=None, help="run directory (default: runs/<timestamp>)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest intact checkpoint, with its saved settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="if --out already holds a run, move it aside to OUT.old-<time> (never deleted)")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate + checkpoint every N steps (0: every epoch)")
     p.add_argument("--log-every", type=int, default=50, help="fetch metrics to the host every N steps")
     p.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
@@ -56,7 +66,55 @@ def register(subparsers) -> None:
     p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
     p.add_argument("--num-processes", type=int, default=1, help="processes in a multi-process run")
     p.add_argument("--process-id", type=int, default=0, help="this process's index in a multi-process run")
+    p.add_argument("--coordinator-timeout", type=float, default=60.0,
+                   help="seconds to wait for every process to join before giving up (default: 60)")
     p.set_defaults(func=run)
+    # Flags a resumed run takes from its config.json unless given: their parser default is
+    # SUPPRESS (so "given" is "present in args") and the real default lives in DEFAULTS.
+    for action in p._actions:
+        if action.dest in SAVED_FLAGS:
+            DEFAULTS[action.dest] = action.default
+            if action.default is not None and action.default is not False and action.default != [] \
+                    and "default" not in (action.help or ""):
+                action.help = f"{action.help} (default: {action.default})"
+            action.default = argparse.SUPPRESS
+
+
+# Identity flags (refused when changed on --resume), --epochs (may grow) and settings that
+# do not change the result but should stay as the run had them unless given again.
+SAVED_FLAGS = ("model", "model_option", "dataset", "batch_size", "lr", "optimizer", "momentum", "schedule",
+               "warmup_steps", "weight_decay", "clip_norm", "label_smoothing", "precision", "augment", "seed",
+               "epochs", "data_dir", "parallel", "backprop", "eval_every", "log_every", "keep")
+DEFAULTS: dict = {}
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(message)
+
+
+def validate(s: dict) -> None:
+    """Range-check every numeric flag (one line, exit 2) before anything is created."""
+    _check(s["epochs"] >= 1, f"--epochs must be >= 1, got {s['epochs']}")
+    _check(s["batch_size"] >= 1, f"--batch-size must be >= 1, got {s['batch_size']}")
+    _check(s["lr"] > 0 and s["lr"] == s["lr"] and s["lr"] != float("inf"), f"--lr must be > 0, got {s['lr']}")
+    _check(0 <= s["momentum"] < 1, f"--momentum must be in [0, 1), got {s['momentum']}")
+    _check(s["warmup_steps"] >= 0, f"--warmup-steps must be >= 0, got {s['warmup_steps']}")
+    _check(s["weight_decay"] >= 0, f"--weight-decay must be >= 0, got {s['weight_decay']}")
+    _check(s["clip_norm"] is None or s["clip_norm"] > 0, f"--clip-norm must be > 0, got {s['clip_norm']}")
+    _check(0 <= s["label_smoothing"] < 1, f"--label-smoothing must be in [0, 1), got {s['label_smoothing']}")
+    _check(s["eval_every"] >= 0, f"--eval-every must be >= 0 (0: every epoch), got {s['eval_every']}")
+    _check(s["log_every"] >= 1, f"--log-every must be >= 1, got {s['log_every']}")
+    _check(s["keep"] >= 1, f"--keep must be >= 1 (a run needs a checkpoint), got {s['keep']}")
+    _check(s["num_processes"] >= 1, f"--num-processes must be >= 1, got {s['num_processes']}")
+    _check(0 <= s["process_id"] < s["num_processes"],
+           f"--process-id must be in [0, --num-processes={s['num_processes']}), got {s['process_id']}")
+    _check(s["coordinator_timeout"] > 0, f"--coordinator-timeout must be > 0 seconds, got {s['coordinator_timeout']}")
+    _check(s["num_processes"] == 1 or s["coordinator"], "--num-processes > 1 needs --coordinator HOST:PORT")
+    _check(s["batch_size"] % s["num_processes"] == 0,
+           f"--batch-size {s['batch_size']} does not divide over --num-processes {s['num_processes']}")
+    _check(s["num_processes"] == 1 or s["parallel"] != "none",
+           "a multi-process run needs --parallel pmap or sharded")
 
 
 def model_option(text: str) -> tuple[str, object]:
@@ -86,14 +144,62 @@ def build_model(name: str, num_classes: int, image_shape, hparams: dict | None =
     return model
 
 
+def resolve_args(args) -> tuple[argparse.Namespace, dict | None, dict | None]:
+    """``(args, saved_config, extension)``: the flags given over the run's saved config
+    (``--resume``) over the defaults, validated; the output directory claimed."""
+    from ..train import rundir
+    given = {k: v for k, v in vars(args).items() if k in SAVED_FLAGS}
+    if given.get("schedule") == "one-cycle":
+        given["schedule"] = "onecycle"
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out DIR (the run to continue)")
+    out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    saved = rundir.read_config(out) if args.resume else None
+    settings, extension = rundir.resolve(saved, given, DEFAULTS)
+    settings.update({k: v for k, v in vars(args).items() if k not in SAVED_FLAGS}, out=out)
+    validate(settings)
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the run in --out and --overwrite moves it aside; pass one of them")
+    if not args.overwrite:  # refuse mixing runs now; --overwrite moves the old run once all is validated
+        rundir.claim(out, resume=args.resume)
+    return argparse.Namespace(**settings), saved, extension
+
+
 def run(args) -> int:
+    args, saved, extension = resolve_args(args)
+    watch = None
     if args.coordinator:  # before anything initialises a jax backend
         from ..train import distributed
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    elif args.num_processes != 1:
-        raise UsageError("--num-processes > 1 needs --coordinator HOST:PORT")
+        try:
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                   timeout_s=args.coordinator_timeout)
+        except ConnectionError as e:
+            raise UsageError(str(e)) from None
+        watch = distributed.watch_peers()
+    try:
+        return _train(args, saved, extension)
+    except Exception as e:
+        from .errors import USER_ERRORS
+        if watch is None or isinstance(e, USER_ERRORS):
+            raise
+        # a collective failed: most likely a peer died. Give the heartbeat watch the time
+        # to name it (it exits the process), else say what failed; never wait for jax's
+        # own shutdown barrier, which would block until its heartbeat timeout.
+        time.sleep(watch.timeout_s + 3 * watch.interval_s)
+        distributed.die(f"process {args.process_id} failed in a multi-process step ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}); a peer process may "
+                        f"have died. Resume the run with --resume")
+    finally:
+        if watch is not None:
+            watch.stop()
 
+
+def _train(args, saved, extension) -> int:
     import jax
+
+    from ..train import rundir
+    from ..train.loop import Interrupted
+    from ..train.checkpoint import step_dirs
 
     from ..backprop import dispatch
     from ..data import augment as augment_images, batches, load_splits, steps_per_epoch
@@ -102,6 +208,9 @@ def run(args) -> int:
     # ---------------------------------------------------------------- data + model
     train, test, norm = load_splits(args.dataset, args.data_dir)
     n_proc, proc = jax.process_count(), jax.process_index()
+    if args.parallel != "none" and args.batch_size % jax.device_count():
+        raise UsageError(f"--batch-size {args.batch_size} does not divide over the {jax.device_count()} devices of "
+                         f"--parallel {args.parallel}; use a multiple of {jax.device_count()}")
     steps = steps_per_epoch(len(train), args.batch_size)
     if steps < 1:
         raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(train)} training examples")
@@ -127,12 +236,30 @@ def run(args) -> int:
     # the dispatched loss: under --backprop explicit its hand-written backward is used too
     loss = functools.partial(dispatch.cross_entropy, label_smoothing=args.label_smoothing)
 
-    out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    config = {k: v for k, v in vars(args).items() if k != "func"}
+    out = args.out
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "resume", "overwrite")}
     config.update(out=out, num_classes=train.num_classes,
                   image_shape=list(train.image_shape), steps_per_epoch=steps, train_examples=len(train),
                   test_examples=len(test), normalization={"mean": norm.mean.tolist(), "std": norm.std.tolist()},
                   devices=jax.device_count(), processes=n_proc, jax_version=jax.__version__)
+    if saved is not None:
+        rundir.check_data_facts(saved, config)
+    if n_proc > 1:
+        from ..train import distributed
+        distributed.check_same_config(config, rundir.IDENTITY + rundir.DATA_FACTS + rundir.EXTENDABLE,
+                                      timeout_s=args.coordinator_timeout)
+    if proc == 0:  # the run's identity, written once, now that everything was validated
+        if args.overwrite:
+            moved = rundir.claim(out, resume=False, overwrite=True)
+            if moved:
+                print(f"moved the existing run in {out} to {moved}", file=sys.stderr)
+        if saved is None:
+            rundir.write_config(out, config)
+        elif extension:
+            done = max(step_dirs(os.path.join(out, rundir.CHECKPOINTS)), default=0)
+            rundir.record_extension(out, saved, extension, at_step=done)
+            print(f"extending the run from {extension['epochs'][0]} to {extension['epochs'][1]} epochs "
+                  f"(recorded in config.json)", file=sys.stderr)
     if proc == 0:
         print(f"training {args.model} on {args.dataset} ({len(train)} train / {len(test)} test, "
               f"{steps} steps/epoch x {args.epochs} epochs, parallel={args.parallel} on {jax.device_count()} "
@@ -144,12 +271,19 @@ def run(args) -> int:
                      input_shape=(1,) + tuple(train.image_shape), tx=tx, loss=loss, test_batches=test_batches,
                      seed=args.seed, parallel=args.parallel, backprop=args.backprop, precision=args.precision,
                      out_dir=out, resume=args.resume, eval_every=args.eval_every, log_every=args.log_every,
-                     keep_checkpoints=args.keep, config=config, progress=not args.no_progress, augment=augment)
+                     keep_checkpoints=args.keep, config=None, progress=not args.no_progress, augment=augment)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        if proc == 0:
+            print(f"jaxcnn train: stopped by {e}", file=sys.stderr)
+        return e.exit_status
     if proc == 0 and result.history:
         last = result.history[-1]
         print(f"step {last['step']}: test_loss={last['test_loss']:.4f} test_accuracy={last['test_accuracy']:.4f} "
               f"({last['wall_s']:.1f}s) -> {out}")
+    elif proc == 0:
+        print(f"{out} is already complete ({args.epochs} epochs, step {result.last_checkpoint}); extend it with "
+              f"--resume --epochs N", file=sys.stderr)
     return 0

@@ -36,7 +36,7 @@ LOST_PEER_EXIT = 3
 _PREFIX = "jaxcnn"
 
 
-def _die(message: str, status: int = 1) -> None:
+def die(message: str, status: int = 1) -> None:
     """Print one line and end the process now (other threads may be blocked inside XLA
     collectives that will never complete, so a normal exit could hang)."""
     try:
@@ -71,9 +71,9 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, *,
 
     def expired():
         if process_id == 0:
-            _die(f"not every one of the {num_processes} processes joined the run at {coordinator_address} within "
+            die(f"not every one of the {num_processes} processes joined the run at {coordinator_address} within "
                  f"{timeout_s:g} s (--coordinator-timeout); start the others with the same --coordinator")
-        _die(f"could not join the run at coordinator {coordinator_address} within {timeout_s:g} s "
+        die(f"could not join the run at coordinator {coordinator_address} within {timeout_s:g} s "
              f"(--coordinator-timeout): is process 0 running there and reachable?")
 
     watchdog = threading.Timer(timeout_s, expired)
@@ -186,7 +186,7 @@ def watch_peers(timeout_s: float = 10.0, interval_s: float = 1.0,
     ``.stop()`` before :func:`shutdown`."""
     if jax.process_count() == 1:
         return None
-    on_lost = on_lost or (lambda message: _die(message, LOST_PEER_EXIT))
+    on_lost = on_lost or (lambda message: die(message, LOST_PEER_EXIT))
     return PeerWatch(timeout_s, interval_s, on_lost).start()
 
 

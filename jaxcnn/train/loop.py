@@ -8,12 +8,22 @@ run sees the same order, e.g. ``jaxcnn.data.batches``), runs the pure step under
 ``log_every`` steps and at evaluations, evaluates on ``test_batches()``, writes
 ``metrics.jsonl`` and saves an orbax checkpoint (with the data position) at every
 evaluation. A non-finite loss stops the run before anything else is saved.
+
+The run directory follows :mod:`jaxcnn.train.rundir`: a directory that already holds
+checkpoints or metrics is only continued with ``resume=True``; resuming restores the
+newest *intact* checkpoint (a damaged newer one is reported in one line and moved aside,
+see :mod:`jaxcnn.train.checkpoint`) and cuts ``metrics.jsonl`` back to the restored step.
+SIGTERM / SIGINT during ``fit`` finish the current step, evaluate, write the metrics
+record, save a checkpoint and raise :class:`Interrupted`; a second signal ends the
+process at once (status 128 + signal number).
 """
 from __future__ import annotations
 
 import itertools
-import json
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -23,12 +33,56 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import rundir
 from .metrics import MetricsWriter, NonFiniteLossError, check_finite, finish_eval, mean_metrics
 from .parallel import make_runner, pad_batch
 from .state import TrainState, create_train_state
 from .step import make_eval_step
 
 Batch = dict[str, np.ndarray]
+
+
+class Interrupted(Exception):
+    """``fit`` stopped on SIGTERM/SIGINT after saving a checkpoint at ``step``."""
+
+    def __init__(self, signum: int, step: int, directory: str | None):
+        self.signum, self.step, self.directory = signum, step, directory
+        name = signal.Signals(signum).name
+        where = f"checkpoint saved at step {step} in {directory}; continue with --resume" if directory else \
+            f"stopped after step {step} (no out_dir, nothing saved)"
+        super().__init__(f"{name}: {where}")
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+class _StopOnSignal:
+    """While active (main thread only), the first SIGTERM/SIGINT sets ``signum`` for the
+    loop to stop at the next step boundary; a second one exits immediately."""
+
+    def __init__(self, last_saved: Callable[[], Any]):
+        self.signum = None
+        self.last_saved = last_saved
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            print(f"{signal.Signals(signum).name} again: exiting now without saving (last checkpoint: step "
+                  f"{self.last_saved()})", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.signum = signum  # the loop saves after the current step and raises Interrupted
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self.previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+        return False
 
 
 @dataclass
@@ -66,8 +120,11 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     ``augment(key, images)``: optional on-device augmentation inside the train step.
     ``input_shape``: the model's input shape with a batch axis (NHWC), for ``init``.
     ``eval_every``: evaluate, log and checkpoint every that many steps (0: at the end of
-    every epoch); the end of training always does. ``resume``: continue from the latest
-    checkpoint in ``out_dir`` (same data order, same result as an uninterrupted run).
+    every epoch); the end of training always does. ``resume``: continue from the newest
+    intact checkpoint in ``out_dir`` (same data order, same result as an uninterrupted
+    run); without it, an ``out_dir`` that already holds checkpoints or metrics is refused
+    (:class:`jaxcnn.train.rundir.RunDirError`). ``config`` is written to ``config.json``
+    unless the directory already has one (it is the run's identity, written once).
     With several processes every process calls ``fit`` with its own batches; process 0
     writes ``metrics.jsonl``/``config.json``, prints one line per evaluation and shows the
     progress bar unless ``progress`` is False.
@@ -75,33 +132,42 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     # ------------------------------------------------------------------ setup
     if steps_per_epoch < 1 or epochs < 1:
         raise ValueError(f"need steps_per_epoch >= 1 and epochs >= 1, got {steps_per_epoch} and {epochs}")
+    if not isinstance(keep_checkpoints, int) or keep_checkpoints < 1:
+        raise ValueError(f"fit: keep_checkpoints must be an int >= 1, got {keep_checkpoints!r}")
+    if out_dir is not None and not resume and any(
+            os.path.exists(os.path.join(out_dir, n)) for n in (rundir.METRICS, rundir.CHECKPOINTS)):
+        raise rundir.RunDirError(f"out_dir {out_dir} already holds a run (checkpoints or metrics); resume it with "
+                                 f"resume=True or use another directory")
     primary = jax.process_index() == 0
     runner = make_runner(parallel, model, loss, tx, backprop=backprop, precision=precision, augment=augment,
                          devices=devices)
     init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
     host_state = jax.device_get(create_train_state(model, tx, init_key, input_shape))
 
+    start_epoch, start_in_epoch = 0, 0
+    last_saved = None
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir (where the checkpoints are)")
     manager = writer = None
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
-        manager = ckpt.checkpoint_manager(os.path.join(out_dir, "checkpoints"), max_to_keep=keep_checkpoints)
-        writer = MetricsWriter(os.path.join(out_dir, "metrics.jsonl") if primary else None)
-        if config is not None and primary:
-            with open(os.path.join(out_dir, "config.json"), "w") as f:
-                json.dump(config, f, indent=2, sort_keys=True)
-
-    start_epoch, start_in_epoch = 0, 0
-    last_saved = None
-    if resume:
-        if manager is None:
-            raise ValueError("resume=True needs out_dir (where the checkpoints are)")
-        if manager.latest_step() is not None:
-            host_state, position = ckpt.restore(manager, host_state)
+        ckpt_dir = os.path.join(out_dir, rundir.CHECKPOINTS)
+        if config is not None and primary and rundir.read_config(out_dir) is None:
+            rundir.write_config(out_dir, config)
+        if resume and ckpt.step_dirs(ckpt_dir):
+            # the newest intact step; damaged newer ones are reported and moved aside
+            # (before the manager lists the steps), so they can be saved again
+            host_state, position, restored = ckpt.restore_train_state(ckpt_dir, host_state, move_damaged=primary)
             if position["seed"] != seed:
                 raise ValueError(f"checkpoint in {out_dir} was written with seed {position['seed']}, "
                                  f"this run has seed {seed}; the data order would differ")
             start_epoch, start_in_epoch = position["epoch"], position["step_in_epoch"]
             last_saved = int(host_state.step)
+        if resume and primary:
+            # records after the restored step describe training that is redone now
+            rundir.truncate_metrics(os.path.join(out_dir, rundir.METRICS), last_saved or 0)
+        manager = ckpt.checkpoint_manager(ckpt_dir, max_to_keep=keep_checkpoints)
+        writer = MetricsWriter(os.path.join(out_dir, rundir.METRICS) if primary else None)
     step = int(host_state.step)
     train_state = runner.put_state(host_state)
     total_steps = epochs * steps_per_epoch
@@ -137,7 +203,9 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                         img_s=f"{window_images / max(train_time, 1e-9):.0f}")
 
     # ------------------------------------------------------------------ train
+    stop = _StopOnSignal(lambda: last_saved)
     try:
+        stop.__enter__()
         for epoch in range(start_epoch, epochs):
             seen = start_in_epoch
             for batch in itertools.islice(train_batches(epoch, start_in_epoch), steps_per_epoch - start_in_epoch):
@@ -152,7 +220,7 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                     train_time, window_images, first_step = 0.0, 0, False
                 epoch_done = seen == steps_per_epoch
                 due = (eval_every and step % eval_every == 0) or (not eval_every and epoch_done) or \
-                    (epoch_done and epoch == epochs - 1)
+                    (epoch_done and epoch == epochs - 1) or stop.signum is not None
                 if pending and (due or len(pending) >= log_every):
                     fetch()
                 if not due:
@@ -168,6 +236,8 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                     record.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
                 record.update(images_per_sec=window_images / max(train_time, 1e-9),
                               wall_s=time.perf_counter() - t_run)
+                if stop.signum is not None:
+                    record["stopped_by"] = signal.Signals(stop.signum).name
                 history.append(record)
                 if writer is not None:
                     writer.write(record)
@@ -181,15 +251,27 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                     last_saved = step
                 window, train_time, window_images = [], 0.0, 0
                 t_mark += time.perf_counter() - t_eval  # evaluation time is not training time
+                if stop.signum is not None:
+                    raise Interrupted(stop.signum, step, out_dir if manager is not None else None)
             if seen != steps_per_epoch:
                 raise ValueError(f"train_batches({epoch}, start_step) yielded {seen} batches, expected steps_per_epoch="
                                  f"{steps_per_epoch}")
             start_in_epoch = 0
         if pending:
             fetch()
+    except (Interrupted, NonFiniteLossError):
+        raise  # every process stops here alike: the saves can be finished
+    except BaseException:
+        # With several processes a failure here is usually a lost peer; orbax's pending
+        # save would wait at a cross-process barrier until jax's heartbeat timeout
+        # (minutes). The checkpoints already committed are complete on disk.
+        if jax.process_count() > 1:
+            manager = None
+        raise
     finally:
+        stop.__exit__()
         bar.close()
         if manager is not None:
-            manager.wait_until_finished()
+            ckpt.finish(manager)  # wait for the last save and write its checksums
             manager.close()
     return FitResult(train_state=runner.get_state(train_state), history=history, last_checkpoint=last_saved)

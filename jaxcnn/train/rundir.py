@@ -47,6 +47,8 @@ def _flag(field: str) -> str:
 
 
 def _show(value: Any) -> str:
+    if value == [] or value is None:
+        return "none"
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) and len(v) == 2
                                                           for v in value):
         return " ".join(f"{k}={v!r}" for k, v in value) or "none"
