@@ -279,3 +279,34 @@ def test_coordinator_death_ends_the_other_process_fast(tmp_path):
     assert time.time() - t0 < 30 and procs[1].returncode != 0
     # jax's coordination client ends it at once, saying the leader (process 0) is gone
     assert "leader task" in err or "lost the coordinator" in err, err[-2000:]
+
+
+@pytest.mark.slow
+def test_sigint_saves_exits_130_and_resume_completes(tmp_path):
+    run = tmp_path / "run"
+    p = popen("train", *BASE, "--epochs", "30", "--eval-every", "4", "--out", run)
+    wait_for_record(run, p)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    line = [x for x in err.splitlines() if "SIGINT" in x]
+    assert len(line) == 1 and line[0].startswith("jaxcnn train: stopped by SIGINT: checkpoint saved at step")
+    saved_at = int(line[0].split("checkpoint saved at step ")[1].split()[0])
+    assert steps(run)[-1] == saved_at
+    # resuming after the signal finishes the run; nothing was lost
+    rc = jaxcnn("train", "--resume", "--out", run, "--no-progress", "--epochs", "30")
+    assert rc.returncode == 0, rc.stderr[-2000:]
+    s = steps(run)
+    assert s == sorted(set(s)) and s[-1] == 240
+
+
+def test_second_signal_exits_at_once(monkeypatch, capsys):
+    from jaxcnn.train import loop
+    exits = []
+    monkeypatch.setattr(loop.os, "_exit", exits.append)
+    stop = loop._StopOnSignal(lambda: 12)
+    stop._handle(signal.SIGTERM, None)
+    assert stop.signum == signal.SIGTERM and not exits and capsys.readouterr().err == ""
+    stop._handle(signal.SIGTERM, None)
+    assert exits == [143]
+    assert capsys.readouterr().err.strip() == "SIGTERM again: exiting now without saving (last checkpoint: step 12)"
