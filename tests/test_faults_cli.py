@@ -310,3 +310,32 @@ def test_second_signal_exits_at_once(monkeypatch, capsys):
     stop._handle(signal.SIGTERM, None)
     assert exits == [143]
     assert capsys.readouterr().err.strip() == "SIGTERM again: exiting now without saving (last checkpoint: step 12)"
+
+
+@pytest.mark.slow
+def test_kill9_at_random_moments_with_a_save_every_step_loses_nothing(tmp_path, capsys):
+    import random
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    args = [*BASE, "--epochs", "2", "--eval-every", "1", "--keep", "2"]  # a save after every step
+    assert _main(capsys, "train", *args, "--out", ref)[0] == 0
+    final = _eval(capsys, ref)
+    rng = random.Random(0)
+    p = popen("train", *args, "--out", run)
+    killed_at = []
+    for attempt in range(3):
+        last = steps(run)[-1] if steps(run) else 0
+        t0 = time.time()   # wait until this process has trained past the last record
+        while time.time() - t0 < 180 and (not steps(run) or steps(run)[-1] <= last) and p.poll() is None:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))   # mid-step or mid-save, whichever it is
+        p.kill()
+        p.communicate()
+        killed_at.append(steps(run)[-1])
+        p = popen("train", "--resume", "--out", run, "--no-progress")
+    _, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err[-2000:]
+    assert killed_at == sorted(killed_at) and killed_at[-1] < 16, killed_at   # every kill hit a live run
+    got = _eval(capsys, run)
+    assert (got["step"], got["test_loss"], got["test_accuracy"]) == \
+        (final["step"], final["test_loss"], final["test_accuracy"])
+    assert steps(run) == list(range(1, 17))
