@@ -197,20 +197,19 @@ def run(args) -> int:
 def _train(args, saved, extension) -> int:
     import jax
 
-    from ..train import rundir
-    from ..train.loop import Interrupted
-    from ..train.checkpoint import step_dirs
-
     from ..backprop import dispatch
     from ..data import augment as augment_images, batches, load_splits, steps_per_epoch
-    from ..train import NonFiniteLossError, fit, make_optimizer, make_schedule
+    from ..train import NonFiniteLossError, fit, make_optimizer, make_schedule, rundir
+    from ..train.checkpoint import step_dirs
+    from ..train.loop import Interrupted
+
+    if args.parallel != "none" and args.batch_size % jax.device_count():
+        raise UsageError(f"--batch-size {args.batch_size} does not divide over the {jax.device_count()} devices of "
+                         f"--parallel {args.parallel}; use a multiple of {jax.device_count()}")
 
     # ---------------------------------------------------------------- data + model
     train, test, norm = load_splits(args.dataset, args.data_dir)
     n_proc, proc = jax.process_count(), jax.process_index()
-    if args.parallel != "none" and args.batch_size % jax.device_count():
-        raise UsageError(f"--batch-size {args.batch_size} does not divide over the {jax.device_count()} devices of "
-                         f"--parallel {args.parallel}; use a multiple of {jax.device_count()}")
     steps = steps_per_epoch(len(train), args.batch_size)
     if steps < 1:
         raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(train)} training examples")
