@@ -208,6 +208,7 @@ def test_kill9_sigterm_and_damaged_checkpoint_lose_nothing(tmp_path, capsys):
     assert rc == 0 and "moved-aside" in listing
 
 
+@pytest.mark.slow
 def test_eval_falls_back_from_a_damaged_newest_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
     assert _main(capsys, "train", *BASE, "--epochs", "2", "--out", run)[0] == 0
