@@ -17,10 +17,6 @@ from .shapes import describe, ntuple, positive_tuple
 from .windows import (Window, adaptive_geometry, adaptive_mask, adaptive_matrix, avg_divisor,
                       spatial_rank)
 
-# Transitional alias for code that still imports the old private name
-# (jaxcnn/backprop/fast/max_pool.py); new code uses jaxcnn.ops.windows.Window.
-_Window = Window
-
 
 def _lowest(dtype):
     return -jnp.inf if jnp.issubdtype(dtype, jnp.floating) else jnp.iinfo(dtype).min

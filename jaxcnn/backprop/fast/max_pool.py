@@ -23,13 +23,13 @@ import numpy as np
 from jax import lax
 
 from ... import ops
-from ...ops.pool import _Window
+from ...ops.windows import Window
 
 
 def non_overlapping(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, layout="NHWC"):
     """True when the fast path applies: stride == kernel, no padding, no dilation, and
     ``ceil_mode`` adds no partial window. Raises the op's own errors on bad input."""
-    win = _Window(jnp.asarray(x) if not hasattr(x, "shape") else x, kernel_size, stride, padding, dilation,
+    win = Window(jnp.asarray(x) if not hasattr(x, "shape") else x, kernel_size, stride, padding, dilation,
                   ceil_mode, layout, "max_pool")
     return (win.stride == win.kernel and all(p == 0 for p in win.padding) and all(d == 1 for d in win.dilation)
             and all(o * k <= n for o, k, n in zip(win.out, win.kernel, win.sizes)))
@@ -121,7 +121,7 @@ def max_pool_with(fallback):
         if return_indices or not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating) or \
                 not non_overlapping(x, kernel_size, stride, padding, dilation, ceil_mode, layout=layout):
             return fallback(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, layout=layout)
-        win = _Window(x, kernel_size, stride, padding, dilation, ceil_mode, layout, "max_pool")
+        win = Window(x, kernel_size, stride, padding, dilation, ceil_mode, layout, "max_pool")
         return win.finish(_pool(win.x, tuple(win.kernel), tuple(win.axes)))
     max_pool.__wrapped__ = ops.max_pool
     return max_pool
