@@ -111,7 +111,7 @@ def evaluate_model(model, params, state, test_batches: Iterable[Batch], *, preci
 
 def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_per_epoch: int, epochs: int,
         input_shape: tuple[int, ...], tx, loss: Callable, test_batches: Callable[[], Iterable[Batch]] | None = None,
-        seed: int = 0, parallel: str = "none", backprop: str = "autodiff", precision: str = "fp32",
+        seed: int = 0, parallel: str = "none", backprop: str = "auto", precision: str = "fp32",
         out_dir: str | os.PathLike | None = None, resume: bool = False, eval_every: int = 0, log_every: int = 50,
         keep_checkpoints: int = 3, config: dict[str, Any] | None = None, progress: bool = True,
         augment: Callable | None = None, devices=None) -> FitResult:

@@ -56,7 +56,7 @@ def _check_divisible(batch, multiple, mode):
                          f"{multiple} local devices; choose a batch size that is a multiple of the device count")
 
 
-def make_runner(mode: str, model, loss, tx, *, backprop: str = "autodiff", precision: str = "fp32",
+def make_runner(mode: str, model, loss, tx, *, backprop: str = "auto", precision: str = "fp32",
                 augment=None, devices=None) -> Runner:
     """Build the :class:`Runner` for ``mode`` ("none", "pmap" or "sharded")."""
     if mode not in MODES:
