@@ -29,11 +29,12 @@ def _eval(out, capsys):
 @pytest.mark.slow
 def test_prune_finetune_int8_run_is_logged_smaller_and_evaluable(source_run, tmp_path, capsys):
     out = tmp_path / "c"
-    assert cli.main(["compress", "--checkpoint", str(source_run), "--prune", "0.8", "--finetune-epochs", "1",
-                     "--quantize", "int8", "--out", str(out), "--no-progress"]) == 0
+    assert cli.main(["compress", "--checkpoint", str(source_run), "--prune", "0.8", "--finetune-epochs", "2",
+                     "--steps-per-epoch", "5", "--quantize", "int8", "--out", str(out), "--no-progress"]) == 0
     records = _records(out)
     phases = [r["phase"] for r in records]
-    assert phases == ["source", "prune", "finetune", "pruned", "quantize", "int8_inference", "saved"]
+    assert phases == ["source", "prune", "finetune", "finetune", "pruned", "quantize", "int8_inference", "saved"]
+    assert [r["step"] for r in records if r["phase"] == "finetune"] == [5, 10]
     pruned = records[phases.index("pruned")]
     assert pruned["sparsity"] == pytest.approx(0.8, abs=0.002)
     assert pruned["test_accuracy"] > records[phases.index("prune")]["test_accuracy"] - 0.02
@@ -77,3 +78,14 @@ def test_eval_refuses_a_compressed_run_it_cannot_read(tmp_path, capsys):
     np.savez(tmp_path / "compressed.npz", __header__=np.frombuffer(json.dumps(header).encode(), np.uint8))
     with pytest.raises(ValueError, match="version 99; this build reads 'jaxcnn-compressed' up to version 1"):
         compress.restore_compressed_run(tmp_path, json.loads((tmp_path / "config.json").read_text()))
+
+
+@pytest.mark.slow
+def test_gradual_schedule_reaches_the_target_sparsity(source_run, tmp_path):
+    out = tmp_path / "g"
+    assert cli.main(["compress", "--checkpoint", str(source_run), "--prune", "0.6", "--schedule", "gradual",
+                     "--finetune-epochs", "2", "--steps-per-epoch", "8", "--out", str(out), "--no-progress"]) == 0
+    records = _records(out)
+    assert [r["phase"] for r in records] == ["source", "finetune", "finetune", "pruned", "saved"]
+    assert records[-2]["sparsity"] == pytest.approx(0.6, abs=0.002)
+    assert all(s == pytest.approx(0.6, abs=0.01) for s in records[-2]["layers"].values())

@@ -188,8 +188,9 @@ def run(args) -> int:
                                             functools.partial(optimizer, masks=masks), args.finetune_epochs)
         else:
             def schedule_of(total):
-                if args.schedule == "gradual":
-                    return C.polynomial(args.prune, 0, max(1, int(0.75 * total)))
+                every = max(1, steps // 4)  # the masked optimiser's update_every
+                if args.schedule == "gradual":  # the ramp ends on a mask update, so the target is reached
+                    return C.polynomial(args.prune, 0, max(every, int(0.75 * total) // every * every))
                 return C.iterative(args.prune, rounds=3, every=max(1, int(0.75 * total) // 3))
             params, state, opt_state = finetune(
                 "finetune", model, params, state, lambda total: optimizer(total, schedule=schedule_of(total)),
