@@ -59,13 +59,18 @@ def _count_matching_vjp(fn, backward, cases, tol=1e-10):
     return checked
 
 
-@pytest.mark.parametrize("block", range(4))
+# the first block of random configurations runs in the fast suite, the rest under -m slow
+def _blocks(n):
+    return [b if b == 0 else pytest.param(b, marks=pytest.mark.slow) for b in range(n)]
+
+
+@pytest.mark.parametrize("block", _blocks(4))
 def test_conv_backward_matches_vjp_float64(x64, block):
     cases = (conv_case(seed) for seed in range(block * 25, block * 25 + 25))   # 100 configurations in all
     assert _count_matching_vjp(ops.conv, conv_backward, cases) >= 12
 
 
-@pytest.mark.parametrize("block", range(2))
+@pytest.mark.parametrize("block", _blocks(2))
 def test_conv_transpose_backward_matches_vjp_float64(x64, block):
     cases = (conv_case(seed, transpose=True) for seed in range(500 + 25 * block, 525 + 25 * block))  # 50 in all
     assert _count_matching_vjp(ops.conv_transpose, conv_transpose_backward, cases) >= 4

@@ -36,6 +36,7 @@ def test_pool_backward_matches_vjp(x64, kind):
     assert checked >= 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_pool_backward_matches_torch(x64, kind):
     torch = pytest.importorskip("torch")

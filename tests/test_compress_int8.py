@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxcnn import compress
 from jaxcnn.combinators import serial
@@ -24,6 +25,7 @@ def _setup():
     return net, params, state, calib
 
 
+@pytest.mark.slow
 def test_calibration_matches_per_tensor_symmetric_minmax_over_batches():
     net, params, state, calib = _setup()
     q = compress.calibrate(net, params, state, calib)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from jaxcnn.train import fit, make_optimizer
 from test_train_step import ce, tiny_batches, tiny_data, tiny_model
@@ -49,6 +50,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

@@ -122,6 +122,7 @@ def test_shape_dependent_and_graph():
     assert shape == (1, 3, 3, 4) and not np.allclose(p["a"]["weight"], p["b"]["weight"])
 
 
+@pytest.mark.slow
 def test_wrong_input_shape_names_the_layer():
     model = create("lenet5")
     params, state = model.init(K)

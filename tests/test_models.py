@@ -73,7 +73,7 @@ RUNS = [   # every family compiled and run; ImageNet families as narrow variants
     ("fmnist_cnn", {}, (2, 28, 28, 1), (2, 10)),
     ("mlp", {}, (2, 28, 28, 1), (2, 10)),
     ("digits_cnn", {}, (2, 8, 8, 1), (2, 10)),
-    ("unet", {"num_classes": 3, "base": 4, "depth": 2}, (2, 16, 16, 1), (2, 16, 16, 3)),
+    pytest.param("unet", {"num_classes": 3, "base": 4, "depth": 2}, (2, 16, 16, 1), (2, 16, 16, 3), marks=slow),
     pytest.param("cifar_resnet18", {"width": 8}, (2, 32, 32, 3), (2, 10), marks=slow),
     pytest.param("squeezenet1_0", {"num_classes": 10}, (2, 64, 64, 3), (2, 10), marks=slow),
     pytest.param("googlenet", {"num_classes": 10}, (2, 32, 32, 3), (2, 10), marks=slow),
