@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("--input", default=None, help="input shape without batch, NHWC (default: the model's own)")
     p.add_argument("--num-classes", type=int, default=10, help="model output width (default: 10)")
     p.add_argument("--batch", type=int, default=128, help="batch size (default: 128)")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated backprop modes (default: all)")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated backprop modes (default: all)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per round (default: 5)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the modes (default: 3)")
     p.set_defaults(func=run)

@@ -9,7 +9,6 @@ int8 inference path; binary weights (BinaryConnect / XNOR) fine-tuned from the f
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -18,6 +17,7 @@ import time
 
 from . import HelpFormatter
 from .errors import UsageError
+from .runs import open_run, splits
 
 
 def register(subparsers) -> None:
@@ -95,20 +95,15 @@ def run(args) -> int:
 
     from .. import compress as C
     from ..backprop import dispatch
-    from ..data import batches, load_splits, steps_per_epoch
-    from ..models import create
+    from ..data import batches, steps_per_epoch
     from ..train import evaluate_model, fit, make_optimizer, make_schedule
     from ..train.metrics import MetricsWriter
 
     # ---------------------------------------------------------------- source run + data
-    source = os.path.abspath(args.checkpoint)
-    config, params, state, step = C.load_run(source, args.step)
+    source, config, model, params, state, step = open_run(args.checkpoint, args.step)
     params, state = jax.device_get(params), jax.device_get(state)
     dataset = args.dataset or config["dataset"]
-    norm = config["normalization"]
-    train, test, _ = load_splits(dataset, args.data_dir or config.get("data_dir"),
-                                 normalization=(norm["mean"], norm["std"]))
-    model = create(config["model"], num_classes=config["num_classes"], **dict(config.get("model_option", [])))
+    train, test = splits(config, dataset, args.data_dir)
     steps = steps_per_epoch(len(train), args.batch_size)
     if args.steps_per_epoch is not None:
         if args.steps_per_epoch < 1:

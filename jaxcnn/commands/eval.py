@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from .errors import UsageError
@@ -25,29 +24,13 @@ def run(args) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.step is not None and args.step < 0:
         raise UsageError(f"--step must be >= 0, got {args.step}")
-    run_dir = os.path.abspath(args.checkpoint)
-    if os.path.basename(run_dir) == "checkpoints":
-        run_dir = os.path.dirname(run_dir)
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise UsageError(f"no config.json in {run_dir}: pass the directory given to `jaxcnn train --out`")
-    with open(config_path) as f:
-        config = json.load(f)
-
     from ..data import batches
-    from ..train import evaluate_model, restore_params
-    from ..data import load_splits
-    from ..models import create
+    from ..train import evaluate_model
+    from .runs import open_run, splits
 
+    run_dir, config, model, params, state, step = open_run(args.checkpoint, args.step)
     dataset = args.dataset or config["dataset"]
-    norm = config["normalization"]
-    _, test, _ = load_splits(dataset, args.data_dir or config.get("data_dir"), normalization=(norm["mean"], norm["std"]))
-    model = create(config["model"], num_classes=config["num_classes"], **dict(config.get("model_option", [])))
-    if config.get("compressed"):  # written by `jaxcnn compress`
-        from ..compress import restore_compressed_run
-        params, state, step = restore_compressed_run(run_dir, config, args.step)
-    else:
-        params, state, step = restore_params(os.path.join(run_dir, "checkpoints"), args.step)
+    _, test = splits(config, dataset, args.data_dir)
     result = evaluate_model(model, params, state, batches(test, args.batch_size, seed=0, epoch=0, shuffle=False,
                                                           drop_remainder=False),
                             precision=config.get("precision", "fp32"))

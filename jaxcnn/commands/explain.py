@@ -7,10 +7,10 @@ adversarial image); ``maxresponse`` writes one grid and one ``(channels, H, W, C
 """
 from __future__ import annotations
 
-import json
 import os
 
 from .errors import UsageError
+from .runs import open_run, splits
 
 CAM = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "scorecam")
 ATTR = ("saliency", "ig", "smoothgrad", "occlusion")
@@ -46,24 +46,9 @@ def _ints(text, flag):
 
 
 def load_run(run_dir, step=None, data_dir=None):
-    """``(config, model, params, state, test_split)`` of a ``jaxcnn train --out`` directory."""
-    run_dir = os.path.abspath(run_dir)
-    if os.path.basename(run_dir) == "checkpoints":
-        run_dir = os.path.dirname(run_dir)
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise UsageError(f"no config.json in {run_dir}: pass the directory given to `jaxcnn train --out`")
-    with open(config_path) as f:
-        config = json.load(f)
-    from ..data import load_splits
-    from ..models import create
-    from ..train import restore_params
-    norm = config["normalization"]
-    _, test, _ = load_splits(config["dataset"], data_dir or config.get("data_dir"),
-                             normalization=(norm["mean"], norm["std"]))
-    model = create(config["model"], num_classes=config["num_classes"], **dict(config.get("model_option", [])))
-    params, state, _ = restore_params(os.path.join(run_dir, "checkpoints"), step)
-    return config, model, params, state, test
+    """``(config, model, params, state, test_split)`` of a saved run."""
+    _, config, model, params, state, _ = open_run(run_dir, step)
+    return config, model, params, state, splits(config, data_dir=data_dir)[1]
 
 
 def class_names(config, k):

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._select import FILTER_AXIS, is_weight
+from ._select import is_weight
 from .binarize import METHODS, sign, xnor_alpha
 from .quantize import QParams, check_scheme, dequantize, observe, quantize
 

@@ -19,7 +19,6 @@ import itertools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from ... import ops
