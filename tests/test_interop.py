@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from _explain_torch import TorchFmnist  # the seed CNN in plain torch, shared with the explanation tests
+
 from jaxcnn.combinators import serial
 from jaxcnn.interop import from_torch, to_torch
 from jaxcnn.interop.flax_adapter import FlaxModel
@@ -68,24 +70,6 @@ class TorchLeNet(nn.Module):
 
 def test_lenet5_parity():
     _check(create("lenet5"), TorchLeNet(), (2, 28, 28, 1))
-
-
-class TorchFmnist(nn.Module):
-    def __init__(self):
-        super().__init__()
-        chans = [(1, 32), (32, 32), (32, 64), (64, 64)]
-        for i, (a, b) in enumerate(chans, 1):
-            setattr(self, f"conv{i}", nn.Conv2d(a, b, 3, padding=1))
-            setattr(self, f"bn{i}", nn.BatchNorm2d(b, eps=1e-3, momentum=0.01))
-        self.fc1, self.bn_fc1, self.fc2 = nn.Linear(3136, 512), nn.BatchNorm1d(512, eps=1e-3), nn.Linear(512, 10)
-
-    def forward(self, x):
-        for i in range(1, 5):
-            x = getattr(self, f"bn{i}")(torch.relu(getattr(self, f"conv{i}")(x)))
-            if i % 2 == 0:
-                x = nn.functional.max_pool2d(x, 2)
-        x = self.bn_fc1(torch.relu(self.fc1(torch.flatten(x, 1))))
-        return self.fc2(x)
 
 
 def test_fmnist_cnn_parity():
