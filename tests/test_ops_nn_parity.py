@@ -294,6 +294,24 @@ def test_dropout_statistics(rate):
     np.testing.assert_array_equal(F.dropout(None, x, rate, train=False), x)
 
 
+@pytest.mark.parametrize("shape", [(1,), (7, 3), (64, 125)])
+def test_keep_mask_uses_both_halves_of_each_draw(shape):
+    """Two 16-bit uniforms per 32-bit draw: odd sizes work, neighbours (the two halves of
+    one draw) are uncorrelated, keep_prob 0 and 1 are exact."""
+    from jaxcnn.ops.nn import keep_mask
+    key = jax.random.PRNGKey(5)
+    assert keep_mask(key, 1.0, shape).all() and not keep_mask(key, 0.0, shape).any()
+    mask = np.asarray(keep_mask(key, 0.5, shape))
+    assert mask.shape == shape and mask.dtype == np.bool_
+    if mask.size >= 1000:
+        flat = mask.ravel().astype(float)
+        n = flat.size
+        assert abs(flat.mean() - 0.5) < 5 * np.sqrt(0.25 / n)
+        pairs = flat[: n // 2 * 2].reshape(-1, 2)                     # low and high half of one draw
+        assert abs(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1]) < 5 / np.sqrt(len(pairs))
+        assert abs(np.corrcoef(flat[1:-1:2], flat[2::2])[0, 1]) < 5 / np.sqrt(len(pairs))   # across draws
+
+
 def test_spatial_dropout_drops_whole_maps():
     x = jnp.ones((64, 5, 4, 32))
     key = jax.random.PRNGKey(3)

@@ -96,6 +96,24 @@ def _check_rate(rate, op):
         raise ValueError(f"{op}: rate must be in [0, 1), got {rate}")
 
 
+KEEP_BITS = 16
+
+
+def keep_mask(key, keep_prob: float, shape) -> jax.Array:
+    """Boolean dropout mask, True with probability ``keep_prob`` rounded to a multiple of
+    ``2**-16``.
+
+    Each 32-bit threefry draw gives two 16-bit uniforms: on XLA:CPU the draws are the
+    cost of dropout (threefry is ~6 ns per 32-bit value here), and a 2**-16 grid is far
+    finer than any dropout rate needs. Measured: fmnist_cnn's train step (3 dropout
+    layers, batch 128) spent 23 ms of 243 in dropout with one draw per element.
+    """
+    size = int(np.prod(shape, dtype=np.int64))
+    words = jax.random.bits(key, ((size + 1) // 2,), jnp.uint32)
+    halves = jnp.stack([words & 0xFFFF, words >> 16], axis=-1).reshape(-1)[:size].reshape(shape)
+    return halves < jnp.uint32(round(keep_prob * (1 << KEEP_BITS)))
+
+
 def dropout(key, x, rate: float, *, train: bool):
     """Inverted dropout: zero each element with probability ``rate`` and scale the rest by
     ``1/(1-rate)`` when ``train``; identity otherwise. ``key`` is required when training."""
@@ -104,7 +122,7 @@ def dropout(key, x, rate: float, *, train: bool):
         return x
     if key is None:
         raise ValueError("dropout: train=True needs a PRNG key (pass key=...)")
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    keep = keep_mask(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
@@ -118,7 +136,7 @@ def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
     shape = [1] * x.ndim
     shape[0] = x.shape[0]
     shape[channel_axis(x.ndim, layout, "spatial_dropout")] = x.shape[channel_axis(x.ndim, layout)]
-    keep = jax.random.bernoulli(key, 1.0 - rate, tuple(shape))
+    keep = keep_mask(key, 1.0 - rate, tuple(shape))
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 

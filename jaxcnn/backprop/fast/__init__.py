@@ -2,7 +2,7 @@
 
 ``FORMULATIONS[op][name]`` is a function with ``jaxcnn.ops.<op>``'s signature and
 values whose backward pass is one formulation: ``"fast"`` (this package: arg-max
-max-pool backward, fused BatchNorm backward) or ``"explicit"`` (the custom_vjp twins
+max-pool backward, fused BatchNorm backward, a narrow-input conv's shifted forward) or ``"explicit"`` (the custom_vjp twins
 of :mod:`jaxcnn.backprop.twins`). ``TABLE`` names the one "auto" uses per op; an op it
 does not list (or lists as ``"autodiff"``) uses XLA's autodiff. The table was chosen
 by measurement on a 2-core x86 CPU (experiments/bench_train.py, docs/performance.md);
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from .. import dispatch, twins
 from .batch_norm import batch_norm
+from .conv import conv, narrow  # noqa: F401
 from .max_pool import max_pool, max_pool_with, non_overlapping  # noqa: F401
 
 FORMULATIONS = {
     # non-overlapping windows from the arg-max; other geometries: the tap-by-tap twin
     "max_pool": {"fast": max_pool_with(twins.max_pool), "explicit": twins.max_pool},
     "batch_norm": {"fast": batch_norm, "explicit": twins.batch_norm},
-    "conv": {"explicit": twins.conv},
+    "conv": {"fast": conv, "explicit": twins.conv},
     "conv_transpose": {"explicit": twins.conv_transpose},
     "dense": {"explicit": twins.dense},
     "dropout": {"explicit": twins.dropout},
@@ -29,6 +30,7 @@ FORMULATIONS = {
 TABLE = {
     "max_pool": "fast",
     "batch_norm": "fast",
+    "conv": "fast",
 }
 
 

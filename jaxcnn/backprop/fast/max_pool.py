@@ -61,47 +61,26 @@ def _pool(x, kernel, axes):
 
 
 def _pool_fwd(x, kernel, axes):
-    y = _pool(x, kernel, axes)
-    return y, (x, y)
+    return _pool(x, kernel, axes), x
 
 
-def _pool_bwd(kernel, axes, res, dy):
-    x, y = res
+def _pool_bwd(kernel, axes, x, dy):
     crop, windowed, tap_axes = _geometry(x.shape, kernel, axes)
     xw = _crop(x, crop).reshape(windowed)
-    yb = jnp.expand_dims(y, tap_axes)
-    dyb = jnp.expand_dims(dy, tap_axes)
-    taps = list(itertools.product(*[range(k) for k in kernel]))   # row-major scan order
-    values = {}
-    for tap in taps:
-        index = [slice(None)] * xw.ndim
-        for t_axis, t in zip(tap_axes, tap):
-            index[t_axis] = slice(t, t + 1)
-        values[tap] = xw[tuple(index)]
+    # taps last, flattened in row-major scan order: (..., prod(kernel))
+    taps_last = jnp.moveaxis(xw, tap_axes, tuple(range(xw.ndim - len(kernel), xw.ndim)))
+    flat = taps_last.reshape(taps_last.shape[:-len(kernel)] + (-1,))
+    count = flat.shape[-1]
     # torch's scan keeps a tap when `v > best or isnan(v)`: the first maximum, or the
-    # LAST NaN of a window holding NaNs (y is NaN exactly there: the max propagates it)
-    win = {}
-    seen = None
-    for tap in taps:
-        hit = values[tap] == yb
-        win[tap] = hit if seen is None else hit & ~seen
-        seen = hit if seen is None else seen | hit
-    nan_window = jnp.isnan(yb)
-    seen = None
-    for tap in reversed(taps):
-        nan = jnp.isnan(values[tap])
-        last_nan = nan if seen is None else nan & ~seen
-        seen = nan if seen is None else seen | nan
-        win[tap] = jnp.where(nan_window, last_nan, win[tap])
-    zero = jnp.zeros((), dy.dtype)
-    pieces = {tap: jnp.where(win[tap], dyb, zero) for tap in taps}
-    # reassemble the taps along their kernel axes, innermost kernel axis first
-    def assemble(prefix, depth):
-        if depth == len(kernel):
-            return pieces[prefix]
-        parts = [assemble(prefix + (t,), depth + 1) for t in range(kernel[depth])]
-        return jnp.concatenate(parts, axis=tap_axes[depth])
-    g = assemble((), 0).reshape(crop)
+    # LAST NaN of a window holding NaNs. One arg-max reduction picks it (no equality test
+    # against a separately computed maximum, whose recomputation need not round alike).
+    first_max = jnp.argmax(flat, axis=-1)
+    nan = jnp.isnan(flat)
+    last_nan = count - 1 - jnp.argmax(nan[..., ::-1], axis=-1)
+    chosen = jnp.where(jnp.any(nan, axis=-1), last_nan, first_max)
+    hit = chosen[..., None] == lax.broadcasted_iota(chosen.dtype, flat.shape, flat.ndim - 1)
+    g = jnp.where(hit, dy[..., None], jnp.zeros((), dy.dtype)).reshape(taps_last.shape)
+    g = jnp.moveaxis(g, tuple(range(xw.ndim - len(kernel), xw.ndim)), tap_axes).reshape(crop)
     if crop != tuple(x.shape):
         g = lax.pad(g, jnp.zeros((), g.dtype), [(0, n - c, 0) for n, c in zip(x.shape, crop)])
     return (g,)

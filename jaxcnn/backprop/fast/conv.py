@@ -1,0 +1,110 @@
+"""Convolution of a narrow input (an image's first layer) as shifted multiply-adds,
+with XLA's own convolution backward.
+
+XLA:CPU runs a convolution with one input channel badly: on (128, 28, 28, 1) a 3x3
+conv to 32 channels took 3.2-4.8 ms and lenet5's 5x5 conv to 6 channels 5.3-8.1 ms,
+where the same result as ``prod(kernel) * C_in`` shifted slices, each scaled by one
+tap's weights (``(C_out,)``, broadcast), took 0.55 ms and 0.9 ms
+(experiments/bench_conv_narrow.py). Written that way, autodiff's weight gradient
+would be ``prod(kernel) * C_in`` full reductions (slower than XLA's conv backward,
+8.6-9.9 ms), so the backward here is the VJP of ``lax.conv_general_dilated`` itself:
+the same gradients ``backprop="autodiff"`` gives, and its input gradient is dropped
+by XLA when nobody needs it (a first layer's input is data).
+
+Fast path (:func:`narrow`): channels-last layout, zero padding, ``groups == 1``, and
+``C_in == 1`` or ``C_in <= 3`` into at most 32 output channels (where the benchmark
+showed it faster: RGB into 64 channels was not). Everything else is ``jaxcnn.ops.conv``.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ... import ops
+from ...ops.layout import channels_last, dimension_numbers
+from ...ops.shapes import positive_tuple, resolve_conv_padding
+
+NARROW_MAX_IN = 3          # input channels the shifted forward is used for ...
+NARROW_MAX_OUT = 32        # ... when there are more than one of them
+
+
+def narrow(x_shape, w_shape, groups: int = 1, layout: str = "NHWC", padding_mode: str = "zeros") -> bool:
+    """True when :func:`conv` takes the shifted multiply-add forward for these shapes."""
+    if not channels_last(layout) or groups != 1 or padding_mode != "zeros" or len(w_shape) < 3:
+        return False
+    c_in, c_out = w_shape[-2], w_shape[-1]
+    if len(x_shape) not in (len(w_shape) - 1, len(w_shape)) or x_shape[-1] != c_in:
+        return False
+    return c_in == 1 or (c_in <= NARROW_MAX_IN and c_out <= NARROW_MAX_OUT)
+
+
+def _lax_conv(x, w, stride, pads, dilation):
+    rank = w.ndim - 2
+    return lax.conv_general_dilated(x, w, window_strides=stride, padding=pads, rhs_dilation=dilation,
+                                    dimension_numbers=dimension_numbers(rank, "NHWC", "conv"))
+
+
+def _shifted(x, w, stride, pads, dilation):
+    """``sum over taps k and input channels c of slice_k(x_pad)[..., c] * w[k, c, :]``."""
+    rank = w.ndim - 2
+    kernel, c_in = w.shape[:rank], w.shape[rank]
+    x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
+    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(x.shape[1:-1], kernel, stride, dilation)]
+    y = None
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        start = [0] + [t * d for t, d in zip(tap, dilation)]
+        limit = [x.shape[0]] + [t * d + (o - 1) * s + 1 for t, d, o, s in zip(tap, dilation, out, stride)]
+        for c in range(c_in):
+            window = lax.slice(x, start + [c], limit + [c + 1], [1, *stride, 1])    # (N, *out, 1)
+            term = window * w[tap + (c,)]                                              # (N, *out, C_out)
+            y = term if y is None else y + term
+    return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _narrow_conv(x, w, stride, pads, dilation):
+    return _shifted(x, w, stride, pads, dilation)
+
+
+def _narrow_conv_fwd(x, w, stride, pads, dilation):
+    return _shifted(x, w, stride, pads, dilation), (x, w)
+
+
+def _narrow_conv_bwd(stride, pads, dilation, residuals, dy):
+    x, w = residuals
+    _, vjp = jax.vjp(lambda x, w: _lax_conv(x, w, stride, pads, dilation), x, w)
+    return vjp(dy)
+
+
+_narrow_conv.defvjp(_narrow_conv_fwd, _narrow_conv_bwd)
+
+
+def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
+         layout: str = "NHWC"):
+    """``jaxcnn.ops.conv`` (same signature, values and errors); a narrow input takes the
+    shifted forward with XLA's conv backward (module docstring)."""
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
+                  layout=layout)
+    if not (hasattr(x, "shape") and hasattr(w, "shape")) or not narrow(x.shape, w.shape, groups, layout,
+                                                                         padding_mode):
+        return ops.conv(x, w, b, **kwargs)
+    # the op's checks (and its result dtype) on an abstract evaluation: bad input fails
+    # with the op's messages, at no cost
+    spec = jax.eval_shape(functools.partial(ops.conv, **kwargs), *[
+        None if a is None else jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in (x, w, b)])
+    rank = w.ndim - 2
+    x, w = jnp.asarray(x, spec.dtype), jnp.asarray(w, spec.dtype)
+    unbatched = x.ndim == rank + 1
+    if unbatched:
+        x = x[None]
+    stride = positive_tuple(stride, rank, "stride", "conv")
+    dilation = positive_tuple(dilation, rank, "dilation", "conv")
+    pads = resolve_conv_padding(padding, w.shape[:rank], stride, dilation, x.shape[1:-1], "conv")
+    y = _narrow_conv(x, w, tuple(stride), tuple(tuple(p) for p in pads), tuple(dilation))
+    if b is not None:
+        y = y + jnp.asarray(b, spec.dtype)
+    return y[0] if unbatched else y
