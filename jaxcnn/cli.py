@@ -121,6 +121,18 @@ def quiet_library_logs(environ=os.environ) -> None:
     environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in ("absl", "tensorflow_datasets", "orbax", "jax._src.xla_bridge"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("absl").addFilter(_drop_orbax_thread_tracebacks)
+
+
+def _drop_orbax_thread_tracebacks(record) -> bool:
+    """orbax logs a checkpoint write that failed in its background thread (an OSError:
+    read-only directory, full disk) with the traceback, then raises it again in the main
+    thread, where ``jaxcnn.train.checkpoint`` turns it into one line: drop the log record.
+    (orbax's records carry its "[process=N]" prefix.)"""
+    error = record.exc_info[1] if record.exc_info else None
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return not (error is not None and str(record.msg).startswith("[process="))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +165,19 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(e).split())  # one line, whatever the exception held
         print(f"jaxcnn {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # the machine failed the command (a checkpoint directory made read-only, a full
+        # disk): one line, status 1; JAXCNN_DEBUG=1 shows the traceback
+        if os.environ.get("JAXCNN_DEBUG", "0") != "0":
+            raise
+        print(f"jaxcnn {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        if type(e).__name__ == "CheckpointWriteError":
+            # orbax's writer threads may be blocked on the failed directory: do not wait
+            # for them at exit (the failed step was never committed; the others are)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        return 1
     except KeyboardInterrupt:
         print(f"jaxcnn {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -127,3 +127,45 @@ def test_checkpoints_command_lists_status(saved, tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[1].split()[:2] == ["10", "ok"] and out[2].split()[:2] == ["20", "damaged"]
     assert out[-1] == "restore would use step 10"
+
+
+class _FailingManager:
+    """A manager whose background write failed the way orbax reports it: a RuntimeError
+    raised from the OSError, at ``wait_until_finished``."""
+
+    def __init__(self, directory, error):
+        self.directory, self.error = directory, error
+
+    def save(self, step, args):
+        pass
+
+    def wait_until_finished(self):
+        try:
+            raise self.error
+        except OSError as e:
+            raise RuntimeError("Save Finalize thread (save_finalize) failed.") from e
+
+
+def test_a_failed_background_write_is_one_checkpoint_write_error(saved, tmp_path):
+    d = tmp_path / "checkpoints"
+    shutil.copytree(saved, d)
+    m = _FailingManager(d, OSError(28, "No space left on device", str(d / "30.orbax-checkpoint-tmp")))
+    ck.save(m, _state(30), {"epoch": 3, "step_in_epoch": 0, "seed": 0})     # asynchronous: no error yet
+    with pytest.raises(ck.CheckpointWriteError) as err:
+        ck.finish(m)
+    message = str(err.value)
+    assert message.startswith(f"could not write the checkpoint of step 30 to {d}: No space left on device")
+    assert "the newest complete checkpoint is step 20" in message and "--resume" in message
+    assert err.value.errno == 28 and isinstance(err.value, OSError)
+    ck.finish(m)                                   # reported once: cleaning up does not raise it again
+    assert [s.status for s in ck.checkpoint_status(d)] == ["ok", "ok"]
+
+
+def test_errors_that_are_not_io_pass_through(saved, tmp_path):
+    class Broken(_FailingManager):
+        def wait_until_finished(self):
+            raise KeyError("not an I/O failure")
+    m = Broken(saved, None)
+    ck.save(m, _state(30), {"epoch": 3, "step_in_epoch": 0, "seed": 0})
+    with pytest.raises(KeyError):
+        ck.finish(m)

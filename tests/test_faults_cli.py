@@ -340,3 +340,40 @@ def test_kill9_at_random_moments_with_a_save_every_step_loses_nothing(tmp_path, 
     assert (got["step"], got["test_loss"], got["test_accuracy"]) == \
         (final["step"], final["test_loss"], final["test_accuracy"])
     assert steps(run) == list(range(1, 17))
+
+
+def _make_unwritable(directory, unwritable: bool) -> None:
+    """chmod for a normal user; root ignores permission bits, so as root the directory is
+    made immutable (chattr +i, which binds root too)."""
+    if os.geteuid() != 0:
+        os.chmod(directory, 0o555 if unwritable else 0o755)
+        return
+    subprocess.run(["chattr", "+i" if unwritable else "-i", str(directory)], check=True)
+
+
+@pytest.mark.slow
+def test_checkpoint_directory_turning_unwritable_ends_in_one_line_and_resume_continues(tmp_path):
+    run = tmp_path / "run"
+    p = popen("train", *BASE, "--epochs", "40", "--eval-every", "4", "--out", run)
+    wait_for_record(run, p)
+    ckpts = run / "checkpoints"
+    t0 = time.time()
+    while not any(n.isdigit() for n in os.listdir(ckpts)) and time.time() - t0 < 60:   # one committed step
+        time.sleep(0.05)
+    _make_unwritable(ckpts, True)
+    try:
+        out, err = p.communicate(timeout=60)      # issue: stalled ~300 s, then 133 frames of traceback
+    finally:
+        _make_unwritable(ckpts, False)
+    assert p.returncode == 1, err[-2000:]
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
+    assert f"could not write the checkpoint of step" in errors[0] and str(ckpts) in errors[0], errors[0]
+    newest = int(errors[0].split("the newest complete checkpoint is step ")[1].split(".")[0])
+    r = jaxcnn("checkpoints", run)
+    assert r.returncode == 0 and f"{newest}" in r.stdout, r.stdout + r.stderr
+    r = jaxcnn("train", "--resume", "--out", run)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recorded = steps(run)
+    assert recorded == sorted(set(recorded)) and recorded[-1] == 40 * 8, recorded
+    assert newest + 4 in recorded

@@ -47,6 +47,12 @@ class CheckpointError(ValueError):
     """No intact checkpoint could be restored (the message lists each step and why)."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a directory made read-only, a full disk); the
+    message names the step, the directory, the system's reason and the newest complete
+    checkpoint, which is intact."""
+
+
 class StepStatus(NamedTuple):
     step: int
     status: str        # "ok" (checksums match), "unverified" (no checksum file, structure complete), "damaged"
@@ -75,22 +81,56 @@ def save(manager: ocp.CheckpointManager, train_state: TrainState, data_position:
     previous save is written here, once orbax has finished it."""
     step = int(np.asarray(train_state.step))
     write_pending_checksums(manager)
-    manager.save(step, args=ocp.args.Composite(train_state=ocp.args.StandardSave(train_state),
-                                               data=ocp.args.JsonSave(dict(data_position))))
+    with _reporting_write_failure(manager, step):
+        manager.save(step, args=ocp.args.Composite(train_state=ocp.args.StandardSave(train_state),
+                                                   data=ocp.args.JsonSave(dict(data_position))))
     _PENDING.setdefault(manager, []).append(step)
 
 
 def finish(manager: ocp.CheckpointManager) -> None:
     """Wait for pending saves and write their checksum files (process 0)."""
-    manager.wait_until_finished()
     write_pending_checksums(manager)
+
+
+class _reporting_write_failure:
+    """Turn an OSError from writing ``step`` (raised by orbax directly or from its
+    background thread, possibly wrapped) into :class:`CheckpointWriteError`."""
+
+    def __init__(self, manager, step):
+        self.manager, self.step = manager, step
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if error is None or isinstance(error, CheckpointWriteError):
+            return False
+        cause = error
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return False
+        directory = os.fspath(self.manager.directory)
+        complete = [s for s in step_dirs(directory) if s != self.step]
+        newest = f"step {max(complete)}" if complete else "none"
+        failure = CheckpointWriteError(
+            f"could not write the checkpoint of step {self.step} to {directory}: "
+            f"{cause.strerror or cause} ({getattr(cause, 'filename', None) or directory}); the newest complete "
+            f"checkpoint is {newest}. Make the directory writable (or free space) and continue with --resume")
+        failure.errno = cause.errno
+        raise failure from None
 
 
 def write_pending_checksums(manager: ocp.CheckpointManager) -> None:
     pending = _PENDING.get(manager) or []
     if not pending:
         return
-    manager.wait_until_finished()
+    try:
+        with _reporting_write_failure(manager, pending[-1]):
+            manager.wait_until_finished()
+    except CheckpointWriteError:
+        pending.clear()    # reported once; the failed step is not retried
+        raise
     directory = os.fspath(manager.directory)
     if jax.process_index() == 0:
         for step in pending:

@@ -146,6 +146,7 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
 
     start_epoch, start_in_epoch = 0, 0
     last_saved = None
+    failed = False
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where the checkpoints are)")
     manager = writer = None
@@ -262,16 +263,25 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     except (Interrupted, NonFiniteLossError):
         raise  # every process stops here alike: the saves can be finished
     except BaseException:
+        failed = True
         # With several processes a failure here is usually a lost peer; orbax's pending
         # save would wait at a cross-process barrier until jax's heartbeat timeout
         # (minutes). The checkpoints already committed are complete on disk.
         if jax.process_count() > 1:
             manager = None
+        if isinstance(sys.exc_info()[1], ckpt.CheckpointWriteError):
+            manager = None   # nothing more can be written there; orbax's writer may be wedged
         raise
     finally:
         stop.__exit__()
         bar.close()
         if manager is not None:
-            ckpt.finish(manager)  # wait for the last save and write its checksums
-            manager.close()
+            try:
+                ckpt.finish(manager)  # wait for the last save and write its checksums
+                manager.close()
+            except Exception:
+                if not failed:
+                    raise
+                # already failing (e.g. a checkpoint that could not be written): that
+                # error is the one to report, not a second one from cleaning up after it
     return FitResult(train_state=runner.get_state(train_state), history=history, last_checkpoint=last_saved)
