@@ -11,6 +11,7 @@ import torch
 from jaxcnn import ops
 from jaxcnn.backprop import backprop_mode, dispatch, fast
 from jaxcnn.backprop.fast import conv as fast_conv, narrow
+from jaxcnn.backprop.fast.conv import gemm_input_grad
 
 from _parity import to_first
 
@@ -35,6 +36,50 @@ def test_narrow_conv_matches_the_op_values_and_gradients(x64, x_shape, w_shape, 
     for got, want in zip(jax.jit(jax.grad(loss(fast_conv), (0, 1, 2)))(x, w, b),
                          jax.grad(loss(ops.conv), (0, 1, 2))(x, w, b)):
         np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kw", [
+    ((4, 14, 14, 6), (5, 5, 6, 16), {}),                                   # lenet5's conv2
+    ((3, 9, 9, 4), (3, 3, 4, 8), dict(padding="same")),
+    ((3, 11, 5), (3, 5, 4), dict(padding=[(2, 0)])),                         # 1-D, asymmetric padding
+    ((2, 5, 6, 7, 4), (2, 3, 2, 4, 3), dict(padding=1)),                    # 3-D
+    ((9, 9, 6), (3, 3, 6, 5), dict(padding=(2, 1))),                        # unbatched
+])
+def test_gemm_input_grad_conv_matches_the_op(x64, x_shape, w_shape, kw):
+    """4-6 input channels, stride 1: XLA's forward, dx as one matmul + col2im."""
+    assert gemm_input_grad(x_shape, w_shape, 1, 1) and not narrow(x_shape, w_shape)
+    rng = np.random.default_rng(3)
+    x, w, b = (jnp.asarray(rng.standard_normal(s)) for s in (x_shape, w_shape, w_shape[-1:]))
+
+    def loss(conv):
+        return lambda x, w, b: jnp.sum(jnp.sin(conv(x, w, b, **kw)))
+    np.testing.assert_allclose(fast_conv(x, w, b, **kw), ops.conv(x, w, b, **kw), rtol=TOL, atol=TOL)
+    for got, want in zip(jax.jit(jax.grad(loss(fast_conv), (0, 1, 2)))(x, w, b),
+                         jax.grad(loss(ops.conv), (0, 1, 2))(x, w, b)):
+        np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
+
+
+def test_gemm_input_grad_matches_torch(x64):
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 14, 14, 6)), rng.standard_normal((5, 5, 6, 16))
+    dy = rng.standard_normal((2, 10, 10, 16))
+    tx = torch.tensor(to_first(x), requires_grad=True)
+    torch.nn.functional.conv2d(tx, torch.tensor(np.transpose(w, (3, 2, 0, 1)))).backward(torch.tensor(to_first(dy)))
+    _, pull = jax.vjp(lambda x: fast_conv(x, jnp.asarray(w)), jnp.asarray(x))
+    np.testing.assert_allclose(to_first(np.asarray(pull(jnp.asarray(dy))[0])), tx.grad.numpy(), rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,dilation,expected", [
+    ((2, 8, 8, 6), (5, 5, 6, 16), 1, 1, True),
+    ((2, 8, 8, 4), (3, 3, 4, 64), 1, 1, True),
+    ((2, 8, 8, 8), (3, 3, 8, 32), 1, 1, False),        # measured no faster
+    ((2, 8, 8, 3), (3, 3, 3, 16), 1, 1, False),        # narrow: the shifted forward instead
+    ((2, 8, 8, 6), (3, 3, 6, 16), 2, 1, False),
+    ((2, 8, 8, 6), (3, 3, 6, 16), 1, 2, False),
+    ((2, 8, 8, 6), (3, 3, 6, 16), 0, 1, False),        # bad stride: left to the op's error
+])
+def test_gemm_input_grad_decides_the_path(x_shape, w_shape, stride, dilation, expected):
+    assert gemm_input_grad(x_shape, w_shape, stride, dilation) is expected
 
 
 def test_narrow_conv_matches_torch(x64):
