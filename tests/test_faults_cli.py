@@ -283,6 +283,30 @@ def test_coordinator_death_ends_the_other_process_fast(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_one_saved_step(tmp_path):
+    procs = _two(tmp_path, ["--epochs", "50", "--eval-every", "4"], ["--epochs", "50", "--eval-every", "4"])
+    wait_for_record(tmp_path / "run", procs[0], timeout=240)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=120))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise AssertionError([q.communicate()[1][-3000:] for q in procs])
+    saved = []
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 143 and "Traceback" not in err, (p.returncode, err[-2000:])
+        line = [x for x in err.splitlines() if "SIGTERM" in x]
+        assert len(line) == 1 and "checkpoint saved at step" in line[0], err[-2000:]
+        saved.append(int(line[0].split("checkpoint saved at step ")[1].split()[0]))
+    assert saved[0] == saved[1] == steps(tmp_path / "run")[-1]
+    r = jaxcnn("checkpoints", tmp_path / "run")
+    assert r.returncode == 0 and str(saved[0]) in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.slow
 def test_sigint_saves_exits_130_and_resume_completes(tmp_path):
     run = tmp_path / "run"
     p = popen("train", *BASE, "--epochs", "30", "--eval-every", "4", "--out", run)

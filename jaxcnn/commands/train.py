@@ -275,8 +275,9 @@ def _train(args, saved, extension) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Interrupted as e:
-        if proc == 0:
-            print(f"jaxcnn train: stopped by {e}", file=sys.stderr)
+        # every process says it (a multi-process run's processes stop together, and each
+        # may have its own terminal)
+        print(f"jaxcnn train: stopped by {e}", file=sys.stderr)
         return e.exit_status
     if proc == 0 and result.history:
         last = result.history[-1]

@@ -15,7 +15,10 @@ newest *intact* checkpoint (a damaged newer one is reported in one line and move
 see :mod:`jaxcnn.train.checkpoint`) and cuts ``metrics.jsonl`` back to the restored step.
 SIGTERM / SIGINT during ``fit`` finish the current step, evaluate, write the metrics
 record, save a checkpoint and raise :class:`Interrupted`; a second signal ends the
-process at once (status 128 + signal number).
+process at once (status 128 + signal number). In a multi-process run a signal to any
+one process stops them all at the same step (the save is collective): the processes
+combine their signals where they next synchronise anyway (an evaluation, or every
+``log_every`` steps), all save there and exit with the signal's status.
 """
 from __future__ import annotations
 
@@ -83,6 +86,15 @@ class _StopOnSignal:
         for s, h in self.previous.items():
             signal.signal(s, h)
         return False
+
+
+def _agreed_signal(local_signum: int | None) -> int | None:
+    """The stop signal any process of a multi-process run received (None: none did).
+    A collective: every process must call it at the same step."""
+    from jax.experimental import multihost_utils
+    signals = np.asarray(multihost_utils.process_allgather(np.int32(local_signum or 0)))
+    received = [int(v) for v in signals.ravel() if v]
+    return received[0] if received else None
 
 
 @dataclass
@@ -221,7 +233,17 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                     train_time, window_images, first_step = 0.0, 0, False
                 epoch_done = seen == steps_per_epoch
                 due = (eval_every and step % eval_every == 0) or (not eval_every and epoch_done) or \
-                    (epoch_done and epoch == epochs - 1) or stop.signum is not None
+                    (epoch_done and epoch == epochs - 1)
+                if jax.process_count() == 1:
+                    stopping = stop.signum
+                elif due or len(pending) >= log_every:
+                    # every process must stop at the same step (the save is collective): the
+                    # local signals are combined here, where all processes arrive alike, and
+                    # only this agreed decision is acted on
+                    stopping = _agreed_signal(stop.signum)
+                else:
+                    stopping = None
+                due = due or stopping is not None
                 if pending and (due or len(pending) >= log_every):
                     fetch()
                 if not due:
@@ -237,8 +259,8 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                     record.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
                 record.update(images_per_sec=window_images / max(train_time, 1e-9),
                               wall_s=time.perf_counter() - t_run)
-                if stop.signum is not None:
-                    record["stopped_by"] = signal.Signals(stop.signum).name
+                if stopping is not None:
+                    record["stopped_by"] = signal.Signals(stopping).name
                 history.append(record)
                 if writer is not None:
                     writer.write(record)
@@ -252,8 +274,8 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                     last_saved = step
                 window, train_time, window_images = [], 0.0, 0
                 t_mark += time.perf_counter() - t_eval  # evaluation time is not training time
-                if stop.signum is not None:
-                    raise Interrupted(stop.signum, step, out_dir if manager is not None else None)
+                if stopping is not None:
+                    raise Interrupted(stopping, step, out_dir if manager is not None else None)
             if seen != steps_per_epoch:
                 raise ValueError(f"train_batches({epoch}, start_step) yielded {seen} batches, expected steps_per_epoch="
                                  f"{steps_per_epoch}")
