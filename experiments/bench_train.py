@@ -22,6 +22,7 @@ Writes experiments/results/bench_train.json (``--out`` to change).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -66,7 +67,10 @@ def _labels_shape(name, batch, shape):
     return (batch, *shape[:2]) if name == "unet" else (batch,)
 
 
-def run_torch(name, batch, warmup, steps, mode):
+def run_torch(name, batch, warmup, steps, mode, precision="fp32"):
+    """``precision="bf16"``: the forward under ``torch.autocast("cpu", torch.bfloat16)``
+    (PyTorch's own mixed precision; parameters and optimizer stay float32)."""
+    import contextlib
     import torch
     sys.path.insert(0, str(HERE))
     from peers.torch_models import MODELS as TORCH
@@ -77,9 +81,14 @@ def run_torch(name, batch, warmup, steps, mode):
     x = torch.randn(batch, *shape)
     y = torch.randint(0, 2 if name == "unet" else 10, _labels_shape(name, batch, shape[1:]))
 
+    def autocast():
+        return torch.autocast("cpu", torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with autocast():
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
         loss.backward()
         opt.step()
     t0 = time.perf_counter()
@@ -123,7 +132,7 @@ def run_flax(name, batch, warmup, steps, mode):
     return {**r, "compile_s": compile_s, "gflop_per_step": _flops(compiled) / 1e9}
 
 
-def run_jaxcnn(name, batch, warmup, steps, mode):
+def run_jaxcnn(name, batch, warmup, steps, mode, precision="fp32"):
     import jax
     import optax
     from jaxcnn import models
@@ -140,8 +149,8 @@ def run_jaxcnn(name, batch, warmup, steps, mode):
             "label": jax.random.randint(jax.random.PRNGKey(1), _labels_shape(name, batch, shape),
                                         0, model.num_classes)}
     key = jax.random.PRNGKey(4)
-    step_fn = make_train_step(model, loss, tx) if mode == "default" else \
-        make_train_step(model, loss, tx, backprop=mode)
+    step_fn = make_train_step(model, loss, tx, precision=precision) if mode == "default" else \
+        make_train_step(model, loss, tx, backprop=mode, precision=precision)
     t0 = time.perf_counter()
     compiled = jax.jit(step_fn, donate_argnums=0).lower(ts, data, key).compile()
     compile_s = time.perf_counter() - t0
@@ -154,7 +163,10 @@ def run_jaxcnn(name, batch, warmup, steps, mode):
     return {**r, "compile_s": compile_s, "gflop_per_step": _flops(compiled) / 1e9}
 
 
-RUNNERS = {"torch": run_torch, "flax": run_flax, "jaxcnn": run_jaxcnn}
+RUNNERS = {"torch": run_torch, "flax": run_flax, "jaxcnn": run_jaxcnn,
+           # bfloat16 compute (AVX-512 BF16 / AMX where the CPU has them), float32 parameters
+           "torch-bf16": functools.partial(run_torch, precision="bf16"),
+           "jaxcnn-bf16": functools.partial(run_jaxcnn, precision="bf16")}
 
 
 def worker(framework, name, mode, warmup, steps, flag, timeout):
@@ -197,6 +209,10 @@ def configurations(name, frameworks, modes, no_flag):
         rows += [("jaxcnn", m, True) for m in modes]
         if no_flag:
             rows.append(("jaxcnn", modes[0], False))
+    if "torch-bf16" in frameworks:
+        rows.append(("torch-bf16", "-", False))
+    if "jaxcnn-bf16" in frameworks:
+        rows.append(("jaxcnn-bf16", modes[0], True))
     return rows
 
 
@@ -247,7 +263,8 @@ def table(rows, peak):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--frameworks", default="torch,flax,jaxcnn")
+    p.add_argument("--frameworks", default="torch,flax,jaxcnn",
+                   help="comma-separated: torch, flax, jaxcnn, torch-bf16 (autocast), jaxcnn-bf16 (precision='bf16')")
     p.add_argument("--modes", default="default,autodiff,explicit",
                    help="jaxcnn backprop modes ('default': make_train_step's own default)")
     p.add_argument("--no-flag", action="store_true", help="also time jaxcnn's first mode without the XLA flag")
