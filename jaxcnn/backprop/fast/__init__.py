@@ -2,7 +2,8 @@
 
 ``FORMULATIONS[op][name]`` is a function with ``jaxcnn.ops.<op>``'s signature and
 values whose backward pass is one formulation: ``"fast"`` (this package: arg-max
-max-pool backward, fused BatchNorm backward, a narrow-input conv's shifted forward) or ``"explicit"`` (the custom_vjp twins
+max-pool backward, fused BatchNorm backward, a narrow-input conv's shifted forward,
+a strided transposed conv as matmul + overlap-add) or ``"explicit"`` (the custom_vjp twins
 of :mod:`jaxcnn.backprop.twins`). ``TABLE`` names the one "auto" uses per op; an op it
 does not list (or lists as ``"autodiff"``) uses XLA's autodiff. The table was chosen
 by measurement on a 2-core x86 CPU (experiments/bench_train.py, docs/performance.md);
@@ -13,6 +14,7 @@ from __future__ import annotations
 from .. import dispatch, twins
 from .batch_norm import batch_norm
 from .conv import conv, narrow  # noqa: F401
+from .conv_transpose import conv_transpose, overlap_add  # noqa: F401
 from .max_pool import max_pool, max_pool_with, non_overlapping  # noqa: F401
 
 FORMULATIONS = {
@@ -20,7 +22,7 @@ FORMULATIONS = {
     "max_pool": {"fast": max_pool_with(twins.max_pool), "explicit": twins.max_pool},
     "batch_norm": {"fast": batch_norm, "explicit": twins.batch_norm},
     "conv": {"fast": conv, "explicit": twins.conv},
-    "conv_transpose": {"explicit": twins.conv_transpose},
+    "conv_transpose": {"fast": conv_transpose, "explicit": twins.conv_transpose},
     "dense": {"explicit": twins.dense},
     "dropout": {"explicit": twins.dropout},
     "avg_pool": {"explicit": twins.avg_pool},
@@ -31,6 +33,7 @@ TABLE = {
     "max_pool": "fast",
     "batch_norm": "fast",
     "conv": "fast",
+    "conv_transpose": "fast",
 }
 
 
