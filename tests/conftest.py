@@ -1,6 +1,9 @@
 """Test configuration: 8 fake CPU devices (set before jax is imported) so pmap and
-sharding tests run on this machine; full float32 precision for parity tests."""
+sharding tests run on this machine; full float32 precision for parity tests; the
+package's own backprop="auto" table, not one a developer saved with `jaxcnn bench --tune`."""
 import os
+
+os.environ["JAXCNN_AUTO_TABLE"] = "0"
 
 os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:

@@ -1,9 +1,12 @@
 """``jaxcnn bench MODEL``: time one train step of a zoo model under each backprop mode
 on this machine, side by side (interleaved rounds, ratios to autodiff), with compile
-time and XLA's GFLOP/s. The comparison with PyTorch and flax.linen lives in
+time and XLA's GFLOP/s. ``--tune`` instead re-measures ``backprop="auto"``'s table
+(per op, the fastest backward formulation in this model's train step) and saves it,
+so that "auto" uses it in every later process (:mod:`jaxcnn.backprop.tuning`). The comparison with PyTorch and flax.linen lives in
 ``experiments/bench_train.py`` (it needs their model definitions)."""
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -20,6 +23,12 @@ def register(subparsers) -> None:
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated backprop modes (default: all)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per round (default: 5)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the modes (default: 3)")
+    p.add_argument("--tune", action="store_true",
+                   help="measure each op's backward formulations in this model's step and save the fastest as "
+                        "backprop='auto''s table for this machine")
+    p.add_argument("--tune-file", default=None,
+                   help="where --tune saves the table (default: ~/.cache/jaxcnn/auto_table.json, which 'auto' "
+                        "reads; another path is read when JAXCNN_AUTO_TABLE names it)")
     p.set_defaults(func=run)
 
 
@@ -43,6 +52,8 @@ def run(args) -> int:
                          f"{args.rounds}")
     model = create(args.model, num_classes=args.num_classes)
     shape = (args.batch, *input_shape(args, model))
+    if args.tune:
+        return _tune(args, model, shape)
     tx = optax.sgd(0.01, momentum=0.9)
     ts = create_train_state(model, tx, jax.random.PRNGKey(0), shape)
     batch = {"image": jax.random.normal(jax.random.PRNGKey(1), shape),
@@ -76,4 +87,22 @@ def run(args) -> int:
         r = rows[mode]
         print(f"{mode:10s} {1e3 * med:9.1f} {args.batch / med:9.0f} {base / med:11.2f}x {r['compile_s']:10.1f} "
               f"{r['gflop'] / med:8.1f}")
+    return 0
+
+
+def _tune(args, model, shape) -> int:
+    from ..backprop import tuning
+    print(f"tuning backprop='auto' on {args.model}, batch {shape[0]}, input {shape[1:]}: per op, median ms/step "
+          f"of the whole train step with each formulation ({args.rounds} rounds x {args.steps} steps)", flush=True)
+    result = tuning.tune(model, shape, args.num_classes, steps=args.steps, rounds=args.rounds,
+                         log=lambda line: print(line, flush=True))
+    result["model"] = args.model
+    path = tuning.save(result, args.tune_file)
+    chosen = ", ".join(f"{op}={choice}" for op, choice in sorted(result["table"].items()))
+    print(f"saved {path}: {chosen}")
+    if os.path.abspath(path) != os.path.abspath(tuning.default_path()) and \
+            os.environ.get(tuning.ENV) != path:
+        print(f"'auto' reads it when {tuning.ENV}={path} is set")
+    else:
+        print(f"backprop='auto' uses it from now on ({tuning.ENV}=0 ignores it)")
     return 0

@@ -7,7 +7,9 @@ a strided transposed conv as matmul + overlap-add) or ``"explicit"`` (the custom
 of :mod:`jaxcnn.backprop.twins`). ``TABLE`` names the one "auto" uses per op; an op it
 does not list (or lists as ``"autodiff"``) uses XLA's autodiff. The table was chosen
 by measurement on a 2-core x86 CPU (experiments/bench_train.py, docs/performance.md);
-:func:`use` swaps entries, e.g. to measure another choice.
+:func:`use` swaps entries, e.g. to measure another choice; a table saved by
+``jaxcnn bench MODEL --tune`` replaces this one when the package is imported
+(:mod:`jaxcnn.backprop.tuning`).
 """
 from __future__ import annotations
 
@@ -50,3 +52,7 @@ def use(table: dict[str, str]) -> None:
 
 
 use(TABLE)
+# a table measured on this machine by `jaxcnn bench MODEL --tune` (jaxcnn.backprop.tuning)
+from .. import tuning  # noqa: E402  (needs FORMULATIONS and use above)
+
+tuning.apply_saved()
