@@ -151,7 +151,8 @@ def load(path: str) -> dict[str, str]:
             saved = json.load(f)
     except (OSError, ValueError) as e:
         raise ValueError(f"saved auto table {path}: cannot be read ({e})") from None
-    if not isinstance(saved, dict) or saved.get("version") != FORMAT_VERSION or not isinstance(saved.get("table"), dict):
+    usable = isinstance(saved, dict) and saved.get("version") == FORMAT_VERSION and isinstance(saved.get("table"), dict)
+    if not usable:
         raise ValueError(f"saved auto table {path}: not a version-{FORMAT_VERSION} table from `jaxcnn bench --tune`")
     if saved.get("jaxlib") != _jaxlib():
         raise ValueError(f"saved auto table {path}: measured with jaxlib {saved.get('jaxlib')}, this is jaxlib "

@@ -2,7 +2,8 @@
 on this machine, side by side (interleaved rounds, ratios to autodiff), with compile
 time and XLA's GFLOP/s. ``--tune`` instead re-measures ``backprop="auto"``'s table
 (per op, the fastest backward formulation in this model's train step) and saves it,
-so that "auto" uses it in every later process (:mod:`jaxcnn.backprop.tuning`). The comparison with PyTorch and flax.linen lives in
+so that "auto" uses it in every later process (:mod:`jaxcnn.backprop.tuning`).
+The comparison with PyTorch and flax.linen lives in
 ``experiments/bench_train.py`` (it needs their model definitions)."""
 from __future__ import annotations
 

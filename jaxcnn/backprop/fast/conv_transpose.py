@@ -17,8 +17,12 @@ matmul does exactly the useful multiply-adds; the placement is ``lax.pad`` with 
 padding (its gradient a strided slice), so autodiff gives the backward as matmuls and
 strided slices too. With dilation 1 and a kernel that is (nearly) a multiple of the
 stride, the placement is done in ``ceil(k/s)`` block shifts per dimension and one
-transpose instead of one pad per tap (:func:`_overlap_add_phases`). Fast path (:func:`overlap_add`): channels-last layout, ``groups == 1``,
-a stride above 1 in some dimension (stride 1 is an ordinary conv, which XLA runs well).
+transpose instead of one pad per tap (:func:`_overlap_add_phases`).
+
+Fast path (:func:`overlap_add`): channels-last layout, ``groups == 1``, a stride above 1
+in some dimension (stride 1 is an ordinary conv, which XLA runs well). Measured on
+forward + backward (experiments/bench_conv_transpose.py, 2 cores): 3-300x XLA's dilated
+conv and 1.07-2.6x PyTorch on U-Net's 2x2/2, DCGAN's 4x4/2, 3x3/2, 1-D and 3-D layers.
 """
 from __future__ import annotations
 
