@@ -33,7 +33,8 @@ from jax import lax
 
 from ... import ops
 from ...ops.layout import channels_last, dimension_numbers
-from ...ops.shapes import positive_tuple, resolve_conv_padding
+from ...ops.shapes import positive_tuple
+from .checked import check, finish
 
 NARROW_MAX_IN = 3          # input channels the shifted forward is used for ...
 NARROW_MAX_OUT = 32        # ... when there are more than one of them
@@ -158,20 +159,6 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1, padd
                                                       padding_mode)
     if not (shifted or gemm):
         return ops.conv(x, w, b, **kwargs)
-    # the op's checks (and its result dtype) on an abstract evaluation: bad input fails
-    # with the op's messages, at no cost
-    spec = jax.eval_shape(functools.partial(ops.conv, **kwargs), *[
-        None if a is None else jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in (x, w, b)])
-    rank = w.ndim - 2
-    x, w = jnp.asarray(x, spec.dtype), jnp.asarray(w, spec.dtype)
-    unbatched = x.ndim == rank + 1
-    if unbatched:
-        x = x[None]
-    stride = positive_tuple(stride, rank, "stride", "conv")
-    dilation = positive_tuple(dilation, rank, "dilation", "conv")
-    pads = resolve_conv_padding(padding, w.shape[:rank], stride, dilation, x.shape[1:-1], "conv")
-    pads = tuple(tuple(p) for p in pads)
-    y = _narrow_conv(x, w, tuple(stride), pads, tuple(dilation)) if shifted else _gemm_grad_conv(x, w, pads)
-    if b is not None:
-        y = y + jnp.asarray(b, spec.dtype)
-    return y[0] if unbatched else y
+    c = check(ops.conv, "conv", x, w, b, **kwargs)
+    y = _narrow_conv(c.x, c.w, c.stride, c.pads, c.dilation) if shifted else _gemm_grad_conv(c.x, c.w, c.pads)
+    return finish(y, b, c)

@@ -26,17 +26,16 @@ conv and 1.07-2.6x PyTorch on U-Net's 2x2/2, DCGAN's 4x4/2, 3x3/2, 1-D and 3-D l
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from ... import ops
 from ...ops.layout import channels_last
-from ...ops.shapes import positive_tuple, resolve_conv_padding
+from ...ops.shapes import positive_tuple
+from .checked import check, finish
 
 # The block-shift form pads the kernel to a multiple of the stride; above this many
 # padded taps per real tap the per-tap form wins (3x3/2, 64 -> 32 at 16x16, batch 32:
@@ -114,27 +113,13 @@ def conv_transpose(x, w, b=None, *, stride=1, padding=0, output_padding=0, dilat
                   groups=groups, layout=layout)
     if not (hasattr(x, "shape") and hasattr(w, "shape") and overlap_add(x.shape, w.shape, stride, groups, layout)):
         return ops.conv_transpose(x, w, b, **kwargs)
-    # the op's checks (and its result dtype and shape) on an abstract evaluation: bad
-    # input fails with the op's messages, at no cost
-    spec = jax.eval_shape(functools.partial(ops.conv_transpose, **kwargs), *[
-        None if a is None else jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in (x, w, b)])
-    rank = w.ndim - 2
-    x, w = jnp.asarray(x, spec.dtype), jnp.asarray(w, spec.dtype)
-    unbatched = x.ndim == rank + 1
-    if unbatched:
-        x = x[None]
-    stride = positive_tuple(stride, rank, "stride", "conv_transpose")
-    dilation = positive_tuple(dilation, rank, "dilation", "conv_transpose")
-    pads = resolve_conv_padding(padding, w.shape[:rank], stride, dilation, x.shape[1:-1], "conv_transpose")
-    out_sizes = spec.shape[-1 - rank:-1]
-    kernel = w.shape[:rank]
-    padded_taps = math.prod(-(-k // s) * s for k, s in zip(kernel, stride))
-    if all(d == 1 for d in dilation) and padded_taps <= PHASES_MAX_PADDING * math.prod(kernel):
-        y = _overlap_add_phases(x, w, stride, out_sizes, pads)
+    c = check(ops.conv_transpose, "conv_transpose", x, w, b, **kwargs)
+    rank = c.w.ndim - 2
+    kernel = c.w.shape[:rank]
+    out_sizes = c.out.shape[-1 - rank:-1]
+    padded_taps = math.prod(-(-k // s) * s for k, s in zip(kernel, c.stride))
+    if all(d == 1 for d in c.dilation) and padded_taps <= PHASES_MAX_PADDING * math.prod(kernel):
+        y = _overlap_add_phases(c.x, c.w, c.stride, out_sizes, c.pads)
     else:
-        y = _overlap_add_taps(x, w, stride, dilation, out_sizes, pads)
-    if b is not None:
-        y = y + jnp.asarray(b, spec.dtype)
-    y = y[0] if unbatched else y
-    assert y.shape == spec.shape, (y.shape, spec.shape)
-    return y
+        y = _overlap_add_taps(c.x, c.w, c.stride, c.dilation, out_sizes, c.pads)
+    return finish(y, b, c)
