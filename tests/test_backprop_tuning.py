@@ -105,6 +105,7 @@ def test_a_failing_tune_leaves_auto_as_it_was(restore_auto_table, monkeypatch):
     assert dispatch._AUTO == before
 
 
+@pytest.mark.slow
 def test_bench_tune_command_saves_the_table(tmp_path, capsys, restore_auto_table):
     import argparse
     from jaxcnn.commands import bench
