@@ -74,12 +74,12 @@ def tune(model, input_shape, num_classes: int, *, steps: int = 5, rounds: int = 
 
     from ..train.state import create_train_state
     from . import fast
+    from .dispatch import _AUTO
     tx = optax.sgd(0.01, momentum=0.9)
     train_state = create_train_state(model, tx, jax.random.PRNGKey(0), input_shape)
     batch = {"image": jax.random.normal(jax.random.PRNGKey(1), input_shape),
              "label": jax.random.randint(jax.random.PRNGKey(2), input_shape[:1], 0, num_classes)}
     key = jax.random.PRNGKey(3)
-    from .dispatch import _AUTO
     before = dict(_AUTO)
     table = {op: _choice_in_effect(op) for op in fast.FORMULATIONS}
     timings: dict[str, dict[str, float]] = {}
