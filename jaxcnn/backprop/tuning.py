@@ -35,6 +35,15 @@ def default_path(environ=os.environ) -> str:
     return os.path.join(cache_dir(environ), "auto_table.json")
 
 
+def saved_path(environ=os.environ) -> str | None:
+    """The file "auto" reads its table from: ``$JAXCNN_AUTO_TABLE`` if set, else
+    :func:`default_path`; None when ``JAXCNN_AUTO_TABLE=0`` switches saved tables off."""
+    path = environ.get(ENV)
+    if path == "0":
+        return None
+    return path or default_path(environ)
+
+
 def source() -> dict:
     """Where the "auto" table in effect came from: ``{"source": "package" | "file", "path": ...}``."""
     return dict(_APPLIED)
@@ -74,21 +83,19 @@ def tune(model, input_shape, num_classes: int, *, steps: int = 5, rounds: int = 
 
     from ..train.state import create_train_state
     from . import fast
-    from .dispatch import _AUTO
     tx = optax.sgd(0.01, momentum=0.9)
     train_state = create_train_state(model, tx, jax.random.PRNGKey(0), input_shape)
     batch = {"image": jax.random.normal(jax.random.PRNGKey(1), input_shape),
              "label": jax.random.randint(jax.random.PRNGKey(2), input_shape[:1], 0, num_classes)}
     key = jax.random.PRNGKey(3)
-    before = dict(_AUTO)
     table = {op: _choice_in_effect(op) for op in fast.FORMULATIONS}
+    before = dict(table)
     timings: dict[str, dict[str, float]] = {}
     tunable = [op for op in ops_called(model, input_shape) if op in fast.FORMULATIONS]
     try:
         _tune_each(tunable, table, timings, model, tx, train_state, batch, key, steps, rounds, log)
     except BaseException:
-        _AUTO.clear()
-        _AUTO.update(before)             # leave "auto" as it was
+        fast.use(before)             # leave "auto" as it was
         raise
     fast.use(table)
     return {"version": FORMAT_VERSION, "jaxlib": _jaxlib(), "machine": platform.machine(),
@@ -168,10 +175,9 @@ def apply_saved(environ=os.environ) -> str | None:
     """Make the saved table (module docstring) "auto"'s choice; returns its path, or None
     when none applies. A file that cannot be used is reported by a warning, not applied."""
     from . import fast
-    path = environ.get(ENV)
-    if path == "0":
+    path = saved_path(environ)
+    if path is None:
         return None
-    path = path or default_path(environ)
     if not os.path.exists(path):
         if environ.get(ENV):
             warnings.warn(f"{ENV}={path}: no such file; using the package's auto table", stacklevel=2)

@@ -101,9 +101,9 @@ def _tune(args, model, shape) -> int:
     path = tuning.save(result, args.tune_file)
     chosen = ", ".join(f"{op}={choice}" for op, choice in sorted(result["table"].items()))
     print(f"saved {path}: {chosen}")
-    if os.path.abspath(path) != os.path.abspath(tuning.default_path()) and \
-            os.environ.get(tuning.ENV) != path:
-        print(f"'auto' reads it when {tuning.ENV}={path} is set")
-    else:
+    read = tuning.saved_path()
+    if read is not None and os.path.abspath(path) == os.path.abspath(read):
         print(f"backprop='auto' uses it from now on ({tuning.ENV}=0 ignores it)")
+    else:
+        print(f"'auto' reads it when {tuning.ENV}={path} is set")
     return 0
