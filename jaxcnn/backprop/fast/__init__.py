@@ -3,7 +3,8 @@
 ``FORMULATIONS[op][name]`` is a function with ``jaxcnn.ops.<op>``'s signature and
 values whose backward pass is one formulation: ``"fast"`` (this package: arg-max
 max-pool backward, fused BatchNorm backward, a narrow-input conv's shifted forward,
-a strided transposed conv as matmul + overlap-add) or ``"explicit"`` (the custom_vjp twins
+a strided transposed conv as matmul + overlap-add), ``"onednn"`` (a convolution on
+oneDNN's kernels, :mod:`jaxcnn.backprop.onednn`) or ``"explicit"`` (the custom_vjp twins
 of :mod:`jaxcnn.backprop.twins`). ``TABLE`` names the one "auto" uses per op; an op it
 does not list (or lists as ``"autodiff"``) uses XLA's autodiff. The table was chosen
 by measurement on a 2-core x86 CPU (experiments/bench_train.py, docs/performance.md);
@@ -18,12 +19,14 @@ from .batch_norm import batch_norm
 from .conv import conv, narrow  # noqa: F401
 from .conv_transpose import conv_transpose, overlap_add  # noqa: F401
 from .max_pool import max_pool, max_pool_with, non_overlapping  # noqa: F401
+from .. import onednn  # noqa: E402  (imports .conv above)
 
 FORMULATIONS = {
     # non-overlapping windows from the arg-max; other geometries: the tap-by-tap twin
     "max_pool": {"fast": max_pool_with(twins.max_pool), "explicit": twins.max_pool},
     "batch_norm": {"fast": batch_norm, "explicit": twins.batch_norm},
-    "conv": {"fast": conv, "explicit": twins.conv},
+    # oneDNN's kernels where they apply (float32 channels-last on CPU), else "fast"
+    "conv": {"onednn": onednn.conv, "fast": conv, "explicit": twins.conv},
     "conv_transpose": {"fast": conv_transpose, "explicit": twins.conv_transpose},
     "dense": {"explicit": twins.dense},
     "dropout": {"explicit": twins.dropout},
@@ -34,7 +37,7 @@ FORMULATIONS = {
 TABLE = {
     "max_pool": "fast",
     "batch_norm": "fast",
-    "conv": "fast",
+    "conv": "onednn",
     "conv_transpose": "fast",
 }
 

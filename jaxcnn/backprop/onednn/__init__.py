@@ -1,0 +1,7 @@
+"""Convolutions on oneDNN's CPU kernels through XLA's FFI (:mod:`.conv`), built on first
+use against the system's oneDNN (:mod:`.build`); ``backprop="auto"``'s convolution
+where available, with a fallback everywhere else."""
+from __future__ import annotations
+
+from .build import load, reason  # noqa: F401
+from .conv import applies, conv  # noqa: F401

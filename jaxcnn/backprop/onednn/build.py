@@ -1,0 +1,100 @@
+"""Build (once per source and jaxlib version) and load the oneDNN convolution handlers.
+
+``conv.cc`` is compiled on first use with the system C++ compiler (``$CXX``, else
+``c++``) against jaxlib's XLA FFI headers and the system's oneDNN 2.x (Debian/Ubuntu:
+``apt-get install libdnnl-dev``; 3.x changed the API and is not supported), into
+``<jaxcnn cache dir>/onednn/`` (``$JAXCNN_CACHE_DIR``, else ``~/.cache/jaxcnn``), then
+loaded and registered with XLA as three FFI targets. A later process finds the built
+library and only loads it. Without a compiler or oneDNN nothing fails: :func:`load`
+returns False, :func:`reason` says why, and "auto" keeps its other convolution.
+``JAXCNN_ONEDNN=0`` switches the path off.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shlex
+import subprocess
+import tempfile
+import threading
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv.cc")
+ENV = "JAXCNN_ONEDNN"
+# FFI target name -> exported handler symbol in conv.cc
+TARGETS = {
+    "jaxcnn_onednn_conv_forward": "JaxcnnOnednnConvForward",
+    "jaxcnn_onednn_conv_input_grad": "JaxcnnOnednnConvInputGrad",
+    "jaxcnn_onednn_conv_weight_grad": "JaxcnnOnednnConvWeightGrad",
+}
+_lock = threading.Lock()
+_state: dict = {"loaded": None, "reason": None, "path": None}
+
+
+def library_path(environ=os.environ) -> str:
+    """Where the built library for this source and jaxlib lives."""
+    import jax
+    import jaxlib
+
+    from ...cli import cache_dir
+    with open(SOURCE, "rb") as f:
+        digest = hashlib.sha256(f.read() + jaxlib.__version__.encode() + jax.__version__.encode()).hexdigest()[:16]
+    return os.path.join(cache_dir(environ), "onednn", f"jaxcnn_onednn_conv_{digest}.so")
+
+
+def compile_command(output: str) -> list[str]:
+    import jax
+    cxx = shlex.split(os.environ.get("CXX") or "c++")
+    return cxx + ["-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}", SOURCE,
+                  "-o", output, "-ldnnl"]
+
+
+def _build(path: str) -> None:
+    """Compile to a temporary name and rename: concurrent builders (pytest-xdist
+    workers, several processes of one run) each finish with a whole file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        out = subprocess.run(compile_command(tmp), capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            lines = (out.stderr or out.stdout).strip().splitlines()
+            first_error = next((ln for ln in lines if "error" in ln), lines[0] if lines else "")
+            raise OSError(f"compiling {os.path.basename(SOURCE)} failed: {first_error.strip()}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load() -> bool:
+    """Build if needed, load and register the handlers; True when the oneDNN path can be
+    used in this process (the answer is remembered)."""
+    with _lock:
+        if _state["loaded"] is None:
+            _state["loaded"] = _load()
+        return _state["loaded"]
+
+
+def _load() -> bool:
+    if os.environ.get(ENV) == "0":
+        _state["reason"] = f"switched off by {ENV}=0"
+        return False
+    try:
+        import jax
+        path = library_path()
+        if not os.path.exists(path):
+            _build(path)
+        lib = ctypes.cdll.LoadLibrary(path)
+        for target, symbol in TARGETS.items():
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+    except (OSError, subprocess.SubprocessError, AttributeError) as e:
+        _state["reason"] = f"oneDNN convolution unavailable: {e}"
+        return False
+    _state["path"] = path
+    return True
+
+
+def reason() -> str | None:
+    """Why :func:`load` returned False (None if it did not, or was not called)."""
+    return _state["reason"]

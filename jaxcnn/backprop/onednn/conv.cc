@@ -1,0 +1,270 @@
+// Convolution forward, input gradient and weight gradient through oneDNN, as XLA FFI
+// handlers (float32, channels-last input (N, *spatial, C), kernel (*kernel, C/G, O),
+// 1-3 spatial dimensions, any stride, dilation, non-negative padding and groups).
+//
+// Why: XLA:CPU's own convolution backward transposes the weight gradient's input and
+// runs at about half its forward's rate; oneDNN (what PyTorch uses on CPU) has direct
+// kernels for all three passes. Built on first use by jaxcnn/backprop/onednn/build.py
+// against the system's oneDNN 2.x (Debian: libdnnl-dev).
+//
+// Every handler takes the geometry as one int64 array attribute:
+//   [groups, rank, stride[rank], dilation[rank] (XLA's: 1 = none), pad_lo[rank], pad_hi[rank]]
+// Primitive descriptors are cached per (pass, shapes, geometry); each call brings its
+// own scratchpad, so concurrent calls (pmap's devices, independent thunks) are safe.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Dims = memory::dims;
+
+namespace {
+
+enum class Pass { kForward, kInputGrad, kWeightGrad };
+
+struct Geometry {
+  int64_t groups = 1;
+  Dims stride, dilation, pad_lo, pad_hi;  // dilation as oneDNN counts it: 0 = none
+};
+
+// False when the attribute does not have the layout above.
+bool ParseGeometry(ffi::Span<const int64_t> g, size_t rank, Geometry& geo) {
+  if (g.size() != 2 + 4 * rank || g[1] != static_cast<int64_t>(rank) || g[0] < 1) return false;
+  geo.groups = g[0];
+  for (size_t i = 0; i < rank; ++i) {
+    geo.stride.push_back(g[2 + i]);
+    geo.dilation.push_back(g[2 + rank + i] - 1);
+    geo.pad_lo.push_back(g[2 + 2 * rank + i]);
+    geo.pad_hi.push_back(g[2 + 3 * rank + i]);
+  }
+  return true;
+}
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+memory::format_tag ChannelsLast(size_t rank) {
+  switch (rank) {
+    case 1: return memory::format_tag::nwc;
+    case 2: return memory::format_tag::nhwc;
+    default: return memory::format_tag::ndhwc;
+  }
+}
+
+// (N, *spatial, C) channels-last buffer described in oneDNN's logical (N, C, *spatial) order.
+memory::desc ActivationDesc(ffi::Span<const int64_t> nhwc) {
+  size_t rank = nhwc.size() - 2;
+  Dims dims = {nhwc[0], nhwc[rank + 1]};
+  for (size_t i = 0; i < rank; ++i) dims.push_back(nhwc[1 + i]);
+  return memory::desc(dims, memory::data_type::f32, ChannelsLast(rank));
+}
+
+// (*kernel, C/G, O) buffer in oneDNN's logical (O, I, *kernel) or (G, O/G, I, *kernel) order,
+// with the strides of its physical layout.
+memory::desc WeightDesc(ffi::Span<const int64_t> hwio, int64_t groups) {
+  size_t rank = hwio.size() - 2;
+  int64_t in = hwio[rank], out = hwio[rank + 1];
+  Dims kernel(hwio.begin(), hwio.begin() + rank), kernel_strides(rank);
+  int64_t s = in * out;
+  for (size_t i = rank; i-- > 0;) {
+    kernel_strides[i] = s;
+    s *= kernel[i];
+  }
+  Dims dims, strides;
+  if (groups == 1) {
+    dims = {out, in};
+    strides = {1, out};
+  } else {
+    dims = {groups, out / groups, in};
+    strides = {out / groups, 1, out};
+  }
+  dims.insert(dims.end(), kernel.begin(), kernel.end());
+  strides.insert(strides.end(), kernel_strides.begin(), kernel_strides.end());
+  return memory::desc(dims, memory::data_type::f32, strides);
+}
+
+memory::desc Any(const memory::desc& d) {
+  return memory::desc(d.dims(), memory::data_type::f32, memory::format_tag::any);
+}
+
+// One cached set of primitives for a (pass, shapes, geometry).
+struct Plan {
+  memory::desc src, weights, dst;          // the caller's layouts
+  memory::desc primitive_weights;          // the layout the primitive wants
+  dnnl::primitive primitive;
+  memory::desc scratchpad;
+  dnnl::reorder weights_in, weights_out;   // caller <-> primitive weight layouts, when they differ
+  bool reorder_weights = false;
+};
+
+using Key = std::tuple<int, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>>;
+
+std::shared_ptr<Plan> MakePlan(Pass pass, ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
+                               ffi::Span<const int64_t> y_dims, const Geometry& g) {
+  auto plan = std::make_shared<Plan>();
+  plan->src = ActivationDesc(x_dims);
+  plan->weights = WeightDesc(w_dims, g.groups);
+  plan->dst = ActivationDesc(y_dims);
+  auto& engine = Engine();
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto fwd_desc = dnnl::convolution_forward::desc(
+      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, plan->src, Any(plan->weights),
+      plan->dst, g.stride, g.dilation, g.pad_lo, g.pad_hi);
+  auto fwd = dnnl::convolution_forward::primitive_desc(fwd_desc, attr, engine);
+  if (pass == Pass::kForward) {
+    plan->primitive_weights = fwd.weights_desc();
+    plan->scratchpad = fwd.scratchpad_desc();
+    plan->primitive = dnnl::convolution_forward(fwd);
+  } else if (pass == Pass::kInputGrad) {
+    auto desc = dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, plan->src,
+                                                      Any(plan->weights), plan->dst, g.stride, g.dilation,
+                                                      g.pad_lo, g.pad_hi);
+    auto pd = dnnl::convolution_backward_data::primitive_desc(desc, attr, engine, fwd);
+    plan->primitive_weights = pd.weights_desc();
+    plan->scratchpad = pd.scratchpad_desc();
+    plan->primitive = dnnl::convolution_backward_data(pd);
+  } else {
+    auto desc = dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, plan->src,
+                                                         Any(plan->weights), plan->dst, g.stride, g.dilation,
+                                                         g.pad_lo, g.pad_hi);
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(desc, attr, engine, fwd);
+    plan->primitive_weights = pd.diff_weights_desc();
+    plan->scratchpad = pd.scratchpad_desc();
+    plan->primitive = dnnl::convolution_backward_weights(pd);
+  }
+  plan->reorder_weights = plan->primitive_weights != plan->weights;
+  if (plan->reorder_weights) {
+    if (pass == Pass::kWeightGrad) {
+      plan->weights_out = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->primitive_weights, engine,
+                                                                       plan->weights));
+    } else {
+      plan->weights_in = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->weights, engine,
+                                                                      plan->primitive_weights));
+    }
+  }
+  return plan;
+}
+
+std::shared_ptr<Plan> GetPlan(Pass pass, ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
+                              ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> geometry,
+                              const Geometry& g) {
+  static std::mutex mu;
+  static std::map<Key, std::shared_ptr<Plan>> cache;
+  std::vector<int64_t> shapes(x_dims.begin(), x_dims.end());
+  shapes.insert(shapes.end(), w_dims.begin(), w_dims.end());
+  std::vector<int64_t> out(y_dims.begin(), y_dims.end());
+  Key key{static_cast<int>(pass), shapes, out, std::vector<int64_t>(geometry.begin(), geometry.end())};
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  auto plan = MakePlan(pass, x_dims, w_dims, y_dims, g);
+  cache.emplace(key, plan);
+  return plan;
+}
+
+// Runs `pass`; `x`, `w`, `y` are the input, kernel and output buffers in the caller's layouts
+// (for the gradients, the one being computed is the result and the others are read).
+ffi::Error Run(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* w, ffi::Span<const int64_t> w_dims,
+               float* y, ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> geometry) {
+  size_t rank = x_dims.size() - 2;
+  if (rank < 1 || rank > 3 || w_dims.size() != rank + 2 || y_dims.size() != rank + 2) {
+    return ffi::Error::InvalidArgument("jaxcnn oneDNN conv: expected (N, *spatial, C) with 1-3 spatial dims");
+  }
+  Geometry parsed;
+  if (!ParseGeometry(geometry, rank, parsed)) {
+    return ffi::Error::InvalidArgument("jaxcnn oneDNN conv: malformed geometry attribute");
+  }
+  std::shared_ptr<Plan> plan;
+  try {
+    plan = GetPlan(pass, x_dims, w_dims, y_dims, geometry, parsed);
+  } catch (const dnnl::error& e) {
+    return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN conv: no primitive: ") + e.what());
+  }
+  // One oneDNN call at a time: each already uses every core (OpenMP), and two at once
+  // (XLA runs independent thunks concurrently, e.g. a layer's two gradients) thrash.
+  static std::mutex exclusive;
+  std::lock_guard<std::mutex> one_at_a_time(exclusive);
+  auto& engine = Engine();
+  dnnl::stream stream(engine);
+  memory src(plan->src, engine, x), dst(plan->dst, engine, y), weights(plan->weights, engine, w);
+  memory scratchpad(plan->scratchpad, engine);
+  memory primitive_weights = weights;
+  if (plan->reorder_weights) {
+    primitive_weights = memory(plan->primitive_weights, engine);
+    if (pass != Pass::kWeightGrad) plan->weights_in.execute(stream, weights, primitive_weights);
+  }
+  try {
+    switch (pass) {
+      case Pass::kForward:
+        plan->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, primitive_weights},
+                                         {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+        break;
+      case Pass::kInputGrad:
+        plan->primitive.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, primitive_weights},
+                                         {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+        break;
+      case Pass::kWeightGrad:
+        plan->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, primitive_weights},
+                                         {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+        if (plan->reorder_weights) plan->weights_out.execute(stream, primitive_weights, weights);
+        break;
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("jaxcnn oneDNN conv: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
+                   ffi::Span<const int64_t> geometry) {
+  return Run(Pass::kForward, x.typed_data(), x.dimensions(), w.typed_data(), w.dimensions(), y->typed_data(),
+             y->dimensions(), geometry);
+}
+
+ffi::Error InputGrad(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
+                     ffi::Span<const int64_t> geometry) {
+  return Run(Pass::kInputGrad, dx->typed_data(), dx->dimensions(), w.typed_data(), w.dimensions(),
+             dy.typed_data(), dy.dimensions(), geometry);
+}
+
+ffi::Error WeightGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
+                      ffi::Span<const int64_t> geometry) {
+  return Run(Pass::kWeightGrad, x.typed_data(), x.dimensions(), dw->typed_data(), dw->dimensions(),
+             dy.typed_data(), dy.dimensions(), geometry);
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("geometry"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvInputGrad, InputGrad,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("geometry"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvWeightGrad, WeightGrad,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("geometry"));
