@@ -1,8 +1,9 @@
 """Build (once per source and jaxlib version) and load the oneDNN convolution handlers.
 
 ``conv.cc`` is compiled on first use with the system C++ compiler (``$CXX``, else
-``c++``) against jaxlib's XLA FFI headers and the system's oneDNN 2.x (Debian/Ubuntu:
-``apt-get install libdnnl-dev``; 3.x changed the API and is not supported), into
+``c++``) against jaxlib's XLA FFI headers and oneDNN 3.x -- the pip packages
+``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp`` (jaxcnn's dependencies on x86-64 Linux,
+installed under ``sys.prefix``), else a oneDNN 3 the compiler finds on its own -- into
 ``<jaxcnn cache dir>/onednn/`` (``$JAXCNN_CACHE_DIR``, else ``~/.cache/jaxcnn``), then
 loaded and registered with XLA as three FFI targets. A later process finds the built
 library and only loads it. Without a compiler or oneDNN nothing fails: :func:`load`
@@ -16,6 +17,7 @@ import hashlib
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 import threading
 
@@ -42,10 +44,21 @@ def library_path(environ=os.environ) -> str:
     return os.path.join(cache_dir(environ), "onednn", f"jaxcnn_onednn_conv_{digest}.so")
 
 
+def onednn_prefix() -> str | None:
+    """The environment prefix the oneDNN pip packages installed headers and library into."""
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        if os.path.exists(os.path.join(prefix, "include", "oneapi", "dnnl", "dnnl.hpp")):
+            return prefix
+    return None
+
+
 def compile_command(output: str) -> list[str]:
     import jax
     cxx = shlex.split(os.environ.get("CXX") or "c++")
-    return cxx + ["-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}", SOURCE,
+    prefix = onednn_prefix()
+    where = [] if prefix is None else [f"-I{os.path.join(prefix, 'include')}", f"-L{os.path.join(prefix, 'lib')}",
+                                       f"-Wl,-rpath,{os.path.join(prefix, 'lib')}"]
+    return cxx + ["-O2", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}", *where, SOURCE,
                   "-o", output, "-ldnnl"]
 
 

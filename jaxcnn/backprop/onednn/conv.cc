@@ -5,7 +5,7 @@
 // Why: XLA:CPU's own convolution backward transposes the weight gradient's input and
 // runs at about half its forward's rate; oneDNN (what PyTorch uses on CPU) has direct
 // kernels for all three passes. Built on first use by jaxcnn/backprop/onednn/build.py
-// against the system's oneDNN 2.x (Debian: libdnnl-dev).
+// against oneDNN 3.x (pip: onednn-devel-cpu-gomp, a dependency of jaxcnn on x86-64 Linux).
 //
 // Every handler takes the geometry as one int64 array attribute:
 //   [groups, rank, stride[rank], dilation[rank] (XLA's: 1 = none), pad_lo[rank], pad_hi[rank]]
@@ -95,7 +95,7 @@ memory::desc WeightDesc(ffi::Span<const int64_t> hwio, int64_t groups) {
 }
 
 memory::desc Any(const memory::desc& d) {
-  return memory::desc(d.dims(), memory::data_type::f32, memory::format_tag::any);
+  return memory::desc(d.get_dims(), memory::data_type::f32, memory::format_tag::any);
 }
 
 // One cached set of primitives for a (pass, shapes, geometry).
@@ -119,27 +119,24 @@ std::shared_ptr<Plan> MakePlan(Pass pass, ffi::Span<const int64_t> x_dims, ffi::
   auto& engine = Engine();
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  auto fwd_desc = dnnl::convolution_forward::desc(
-      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, plan->src, Any(plan->weights),
-      plan->dst, g.stride, g.dilation, g.pad_lo, g.pad_hi);
-  auto fwd = dnnl::convolution_forward::primitive_desc(fwd_desc, attr, engine);
+  auto fwd = dnnl::convolution_forward::primitive_desc(
+      engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, plan->src,
+      Any(plan->weights), plan->dst, g.stride, g.dilation, g.pad_lo, g.pad_hi, attr);
   if (pass == Pass::kForward) {
     plan->primitive_weights = fwd.weights_desc();
     plan->scratchpad = fwd.scratchpad_desc();
     plan->primitive = dnnl::convolution_forward(fwd);
   } else if (pass == Pass::kInputGrad) {
-    auto desc = dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, plan->src,
-                                                      Any(plan->weights), plan->dst, g.stride, g.dilation,
-                                                      g.pad_lo, g.pad_hi);
-    auto pd = dnnl::convolution_backward_data::primitive_desc(desc, attr, engine, fwd);
+    auto pd = dnnl::convolution_backward_data::primitive_desc(
+        engine, dnnl::algorithm::convolution_direct, plan->src, Any(plan->weights), plan->dst, g.stride,
+        g.dilation, g.pad_lo, g.pad_hi, fwd, attr);
     plan->primitive_weights = pd.weights_desc();
     plan->scratchpad = pd.scratchpad_desc();
     plan->primitive = dnnl::convolution_backward_data(pd);
   } else {
-    auto desc = dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, plan->src,
-                                                         Any(plan->weights), plan->dst, g.stride, g.dilation,
-                                                         g.pad_lo, g.pad_hi);
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(desc, attr, engine, fwd);
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(
+        engine, dnnl::algorithm::convolution_direct, plan->src, Any(plan->weights), plan->dst, g.stride,
+        g.dilation, g.pad_lo, g.pad_hi, fwd, attr);
     plan->primitive_weights = pd.diff_weights_desc();
     plan->scratchpad = pd.scratchpad_desc();
     plan->primitive = dnnl::convolution_backward_weights(pd);

@@ -1,0 +1,123 @@
+"""Convolution forward + backward: XLA's own (``ops.conv`` under autodiff), the conv
+``backprop="auto"`` used before (``backprop.fast.conv``), the oneDNN custom calls
+(``backprop.onednn.conv``, auto's choice now) and PyTorch (``conv2d``, channels-last
+memory, oneDNN inside), on the layers of the zoo's models.
+
+Each row times ``grad(sum(sin(conv(x, w))))`` w.r.t. x and w (one forward, the input
+and the weight gradient), jit-compiled, median of ``--steps`` calls; the four
+implementations are timed in interleaved rounds in one process (``--rounds``) and the
+median per row reported with the ratio of the oneDNN path to PyTorch.
+
+Run:  python experiments/bench_conv_onednn.py [--rounds 3] [--steps 10]
+Writes experiments/results/bench_conv_onednn.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from jaxcnn.cli import XLA_CPU_FLAGS  # noqa: E402  (imports no jax)
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + " ".join(XLA_CPU_FLAGS)).strip()
+
+# name -> (NHWC input, HWIO kernel, stride, padding, groups)
+LAYERS = {
+    "fmnist conv1 1->32 28x28": ((128, 28, 28, 1), (3, 3, 1, 32), 1, 1, 1),
+    "fmnist conv2 32->32 28x28": ((128, 28, 28, 32), (3, 3, 32, 32), 1, 1, 1),
+    "fmnist conv3 32->64 14x14": ((128, 14, 14, 32), (3, 3, 32, 64), 1, 1, 1),
+    "fmnist conv4 64->64 14x14": ((128, 14, 14, 64), (3, 3, 64, 64), 1, 1, 1),
+    "lenet5 conv2 6->16 5x5 14x14": ((128, 14, 14, 6), (5, 5, 6, 16), 1, 0, 1),
+    "resnet18 64->64 32x32": ((128, 32, 32, 64), (3, 3, 64, 64), 1, 1, 1),
+    "resnet18 128->256 /2 16x16": ((128, 16, 16, 128), (3, 3, 128, 256), 2, 1, 1),
+    "mobilenet dw 96 16x16": ((128, 16, 16, 96), (3, 3, 1, 96), 1, 1, 96),
+    "mobilenet dw 144 /2 16x16": ((128, 16, 16, 144), (3, 3, 1, 144), 2, 1, 144),
+    "mobilenet 1x1 96->24 16x16": ((128, 16, 16, 96), (1, 1, 96, 24), 1, 0, 1),
+    "unet 16->16 64x64 b16": ((16, 64, 64, 16), (3, 3, 16, 16), 1, 1, 1),
+    "unet 64->64 16x16 b16": ((16, 16, 16, 64), (3, 3, 64, 64), 1, 1, 1),
+}
+
+
+def jax_runners(x_shape, w_shape, stride, padding, groups):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxcnn import ops
+    from jaxcnn.backprop import fast, onednn
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(w_shape) * 0.1, jnp.float32)
+    out = {}
+    for name, conv in (("xla", ops.conv), ("fast", fast.conv), ("onednn", onednn.conv)):
+        fn = jax.jit(jax.grad(lambda x, w, conv=conv: jnp.sum(jnp.sin(conv(x, w, stride=stride, padding=padding,
+                                                                             groups=groups))), argnums=(0, 1)))
+        out[name] = lambda fn=fn: jax.block_until_ready(fn(x, w))
+    return out
+
+
+def torch_runner(x_shape, w_shape, stride, padding, groups):
+    import torch
+    torch.set_num_threads(os.cpu_count() or 1)
+    n, *spatial, c = x_shape
+    x = torch.randn(n, c, *spatial).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = (0.1 * torch.randn(w_shape[-1], w_shape[-2], *w_shape[:-2])).requires_grad_()
+
+    def step():
+        x.grad = w.grad = None
+        torch.sin(torch.nn.functional.conv2d(x, w, stride=stride, padding=padding, groups=groups)).sum().backward()
+    return step
+
+
+def median_ms(fn, steps):
+    fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--out", default=str(HERE / "results" / "bench_conv_onednn.json"))
+    args = p.parse_args()
+    import jax
+    import jaxlib
+
+    from jaxcnn.backprop import onednn
+    if not onednn.load():
+        sys.exit(f"bench_conv_onednn: {onednn.reason()}")
+    rows = []
+    print(f"{'layer':32s} {'xla ms':>8s} {'fast ms':>8s} {'onednn':>8s} {'torch':>8s} {'onednn/xla':>10s} "
+          f"{'vs torch':>8s}")
+    for name, spec in LAYERS.items():
+        runners = {**jax_runners(*spec), "torch": torch_runner(*spec)}
+        rounds = {k: [] for k in runners}
+        for _ in range(args.rounds):
+            for k, fn in runners.items():
+                rounds[k].append(median_ms(fn, args.steps))
+        ms = {k: statistics.median(v) for k, v in rounds.items()}
+        row = {"layer": name, "spec": spec, **{f"{k}_ms": v for k, v in ms.items()},
+               "speedup_vs_xla": ms["xla"] / ms["onednn"], "ratio_vs_torch": ms["torch"] / ms["onednn"]}
+        rows.append(row)
+        print(f"{name:32s} {ms['xla']:8.2f} {ms['fast']:8.2f} {ms['onednn']:8.2f} {ms['torch']:8.2f} "
+              f"{row['speedup_vs_xla']:9.2f}x {row['ratio_vs_torch']:7.2f}x", flush=True)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"jax": jax.__version__, "jaxlib": jaxlib.__version__, "cpu_count": os.cpu_count(),
+                               "rounds": args.rounds, "steps": args.steps, "rows": rows}, indent=1))
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
