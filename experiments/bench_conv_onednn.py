@@ -3,8 +3,8 @@
 (``backprop.onednn.conv``, auto's choice now) and PyTorch (``conv2d``, channels-last
 memory, oneDNN inside), on the layers of the zoo's models.
 
-Each row times ``grad(sum(sin(conv(x, w))))`` w.r.t. x and w (one forward, the input
-and the weight gradient), jit-compiled, median of ``--steps`` calls; the four
+Each row times the forward and the VJP at a fixed cotangent -- ``y``, ``dx`` and ``dw``
+(PyTorch: ``conv2d`` and ``y.backward(dy)``) -- jit-compiled, median of ``--steps`` calls; the four
 implementations are timed in interleaved rounds in one process (``--rounds``) and the
 median per row reported with the ratio of the oneDNN path to PyTorch.
 
@@ -56,9 +56,15 @@ def jax_runners(x_shape, w_shape, stride, padding, groups):
     w = jnp.asarray(rng.standard_normal(w_shape) * 0.1, jnp.float32)
     out = {}
     for name, conv in (("xla", ops.conv), ("fast", fast.conv), ("onednn", onednn.conv)):
-        fn = jax.jit(jax.grad(lambda x, w, conv=conv: jnp.sum(jnp.sin(conv(x, w, stride=stride, padding=padding,
-                                                                             groups=groups))), argnums=(0, 1)))
-        out[name] = lambda fn=fn: jax.block_until_ready(fn(x, w))
+        def forward(x, w, conv=conv):
+            return conv(x, w, stride=stride, padding=padding, groups=groups)
+        dy = jnp.asarray(rng.standard_normal(jax.eval_shape(forward, x, w).shape), jnp.float32)
+
+        def fwd_bwd(x, w, dy, forward=forward):
+            y, pull = jax.vjp(forward, x, w)
+            return y, *pull(dy)
+        fn = jax.jit(fwd_bwd)
+        out[name] = lambda fn=fn, dy=dy: jax.block_until_ready(fn(x, w, dy))
     return out
 
 
@@ -69,9 +75,13 @@ def torch_runner(x_shape, w_shape, stride, padding, groups):
     x = torch.randn(n, c, *spatial).contiguous(memory_format=torch.channels_last).requires_grad_()
     w = (0.1 * torch.randn(w_shape[-1], w_shape[-2], *w_shape[:-2])).requires_grad_()
 
+    def forward():
+        return torch.nn.functional.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+    dy = torch.randn_like(forward())
+
     def step():
         x.grad = w.grad = None
-        torch.sin(torch.nn.functional.conv2d(x, w, stride=stride, padding=padding, groups=groups)).sum().backward()
+        forward().backward(dy)
     return step
 
 

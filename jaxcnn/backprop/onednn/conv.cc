@@ -9,14 +9,19 @@
 //
 // Every handler takes the geometry as one int64 array attribute:
 //   [groups, rank, stride[rank], dilation[rank] (XLA's: 1 = none), pad_lo[rank], pad_hi[rank]]
-// Primitive descriptors are cached per (pass, shapes, geometry); each call brings its
-// own scratchpad, so concurrent calls (pmap's devices, independent thunks) are safe.
+// Primitive descriptors are cached per (pass, shapes, geometry). Every call runs on one
+// thread of this library's own (see OnednnThread), one call at a time.
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -47,6 +52,53 @@ bool ParseGeometry(ffi::Span<const int64_t> g, size_t rank, Geometry& geo) {
     geo.pad_hi.push_back(g[2 + 3 * rank + i]);
   }
   return true;
+}
+
+// The one thread every oneDNN call runs on. oneDNN parallelises each call with OpenMP,
+// and GNU OpenMP keeps a separate team of spinning threads per calling thread: called
+// from whichever XLA worker runs the thunk, several teams spin against each other and
+// every pass ran ~25% slower than the same kernels in PyTorch. One calling thread means
+// one team; one call at a time means the calls (which each use every core) never share
+// the cores with each other (XLA runs independent thunks -- a layer's two gradients --
+// concurrently).
+class OnednnThread {
+ public:
+  OnednnThread() : thread_([this] { Loop(); }) { thread_.detach(); }
+
+  ffi::Error Run(std::function<ffi::Error()> job) {
+    std::packaged_task<ffi::Error()> task(std::move(job));
+    auto result = task.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(std::move(task));
+    }
+    ready_.notify_one();
+    return result.get();
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      std::packaged_task<ffi::Error()> task;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        ready_.wait(lock, [this] { return !queue_.empty(); });
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      task();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::deque<std::packaged_task<ffi::Error()>> queue_;
+  std::thread thread_;
+};
+
+ffi::Error OnOnednnThread(std::function<ffi::Error()> job) {
+  static OnednnThread* thread = new OnednnThread();  // never destroyed: lives as long as the process
+  return thread->Run(std::move(job));
 }
 
 dnnl::engine& Engine() {
@@ -171,9 +223,9 @@ std::shared_ptr<Plan> GetPlan(Pass pass, ffi::Span<const int64_t> x_dims, ffi::S
   return plan;
 }
 
-// Runs `pass`; `x`, `w`, `y` are the input, kernel and output buffers in the caller's layouts
+// Runs `pass` (on the calling thread); `x`, `w`, `y` are the input, kernel and output buffers in the caller's layouts
 // (for the gradients, the one being computed is the result and the others are read).
-ffi::Error Run(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* w, ffi::Span<const int64_t> w_dims,
+ffi::Error Execute(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* w, ffi::Span<const int64_t> w_dims,
                float* y, ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> geometry) {
   size_t rank = x_dims.size() - 2;
   if (rank < 1 || rank > 3 || w_dims.size() != rank + 2 || y_dims.size() != rank + 2) {
@@ -189,10 +241,6 @@ ffi::Error Run(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* w, f
   } catch (const dnnl::error& e) {
     return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN conv: no primitive: ") + e.what());
   }
-  // One oneDNN call at a time: each already uses every core (OpenMP), and two at once
-  // (XLA runs independent thunks concurrently, e.g. a layer's two gradients) thrash.
-  static std::mutex exclusive;
-  std::lock_guard<std::mutex> one_at_a_time(exclusive);
   auto& engine = Engine();
   dnnl::stream stream(engine);
   memory src(plan->src, engine, x), dst(plan->dst, engine, y), weights(plan->weights, engine, w);
@@ -223,6 +271,11 @@ ffi::Error Run(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* w, f
     return ffi::Error::Internal(std::string("jaxcnn oneDNN conv: ") + e.what());
   }
   return ffi::Error::Success();
+}
+
+ffi::Error Run(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* w, ffi::Span<const int64_t> w_dims,
+               float* y, ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> geometry) {
+  return OnOnednnThread([=] { return Execute(pass, x, x_dims, w, w_dims, y, y_dims, geometry); });
 }
 
 ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
