@@ -88,6 +88,9 @@ def run(args) -> int:
         r = rows[mode]
         print(f"{mode:10s} {1e3 * med:9.1f} {args.batch / med:9.0f} {base / med:11.2f}x {r['compile_s']:10.1f} "
               f"{r['gflop'] / med:8.1f}")
+    from ..backprop import onednn
+    print("auto's convolutions: " + ("oneDNN (GFLOP/s leaves out its custom calls)" if onednn.load() else
+                                     f"XLA's ({onednn.reason()})"))
     return 0
 
 

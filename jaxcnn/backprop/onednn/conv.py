@@ -86,10 +86,10 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def applies(x, w, layout: str = "NHWC", padding_mode: str = "zeros") -> bool:
     """True when :func:`conv` runs oneDNN for these arguments: the library loads, and
-    float32 channels-last input with 1-3 spatial dims and zero padding mode."""
+    non-empty float32 channels-last input with 1-3 spatial dims and zero padding mode."""
     if not (hasattr(x, "shape") and hasattr(w, "shape")) or not channels_last(layout) or padding_mode != "zeros":
         return False
-    if not 3 <= w.ndim <= 5 or jnp.result_type(x, w) != jnp.float32:
+    if not 3 <= w.ndim <= 5 or jnp.result_type(x, w) != jnp.float32 or 0 in (*x.shape, *w.shape):
         return False
     return build.load()
 
