@@ -103,6 +103,7 @@ def main():
     args = p.parse_args()
     import jax
     import jaxlib
+    import torch  # noqa: F401  (first: its OpenMP reads the environment before onednn.load() sets OMP_WAIT_POLICY)
 
     from jaxcnn.backprop import onednn
     if not onednn.load():

@@ -25,6 +25,8 @@
 #include <tuple>
 #include <vector>
 
+#include <unistd.h>
+
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
@@ -97,8 +99,25 @@ class OnednnThread {
 };
 
 ffi::Error OnOnednnThread(std::function<ffi::Error()> job) {
-  static OnednnThread* thread = new OnednnThread();  // never destroyed: lives as long as the process
-  return thread->Run(std::move(job));
+  static std::mutex mu;
+  static OnednnThread* thread = nullptr;  // never destroyed: lives as long as the process
+  static pid_t owner = 0;
+  OnednnThread* current;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (thread == nullptr || owner != getpid()) {  // a forked child has no copy of the thread
+      thread = new OnednnThread();
+      owner = getpid();
+    }
+    current = thread;
+  }
+  return current->Run([job = std::move(job)]() -> ffi::Error {
+    try {
+      return job();
+    } catch (const std::exception& e) {  // never let an exception cross into XLA
+      return ffi::Error::Internal(std::string("jaxcnn oneDNN conv: ") + e.what());
+    }
+  });
 }
 
 dnnl::engine& Engine() {
