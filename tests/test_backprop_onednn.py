@@ -118,6 +118,10 @@ def test_float64_is_not_sent_to_onednn(x64):
     x, w = jnp.ones((2, 6, 6, 3), jnp.float64), jnp.ones((3, 3, 3, 4), jnp.float64)
     assert not onednn.applies(x, w)
     assert "ffi_call" not in str(jax.make_jaxpr(lambda x, w: onednn.conv(x, w, padding=1))(x, w))
+    x, w, b = x.astype(jnp.float32), w.astype(jnp.float32), jnp.ones((4,), jnp.float64)   # the bias promotes
+    y = onednn.conv(x, w, b, padding=1)
+    assert y.dtype == jnp.float64
+    np.testing.assert_array_equal(y, ops.conv(x, w, b, padding=1))
 
 
 def test_bad_input_gets_the_op_error():

@@ -242,10 +242,11 @@ std::shared_ptr<Plan> GetPlan(Pass pass, ffi::Span<const int64_t> x_dims, ffi::S
   return plan;
 }
 
-// Runs `pass` (on the calling thread); `x`, `w`, `y` are the input, kernel and output buffers in the caller's layouts
-// (for the gradients, the one being computed is the result and the others are read).
+// Runs `pass` on the calling thread; `x`, `w`, `y` are the input, kernel and output
+// buffers in the caller's layouts (for a gradient, the one computed is the result and
+// the others are read).
 ffi::Error Execute(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* w, ffi::Span<const int64_t> w_dims,
-               float* y, ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> geometry) {
+                   float* y, ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> geometry) {
   size_t rank = x_dims.size() - 2;
   if (rank < 1 || rank > 3 || w_dims.size() != rank + 2 || y_dims.size() != rank + 2) {
     return ffi::Error::InvalidArgument("jaxcnn oneDNN conv: expected (N, *spatial, C) with 1-3 spatial dims");

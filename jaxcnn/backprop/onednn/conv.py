@@ -103,5 +103,7 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1, padd
     if not applies(x, w, layout, padding_mode):
         return fast_conv(x, w, b, **kwargs)
     c = check(ops.conv, "conv", x, w, b, **kwargs)
+    if c.out.dtype != jnp.float32:          # e.g. a float64 bias promotes the result
+        return fast_conv(x, w, b, **kwargs)
     y = _conv(c.x, c.w, (c.stride, c.pads, c.dilation, groups))
     return finish(y, b, c)
