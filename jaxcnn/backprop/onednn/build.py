@@ -31,17 +31,20 @@ TARGETS = {
     "jaxcnn_onednn_conv_weight_grad": "JaxcnnOnednnConvWeightGrad",
 }
 _lock = threading.Lock()
-_state: dict = {"loaded": None, "reason": None, "path": None}
+_state: dict = {"loaded": None, "reason": None}
 
 
 def library_path(environ=os.environ) -> str:
-    """Where the built library for this source and jaxlib lives."""
+    """Where the built library for this source, jax/jaxlib and oneDNN install lives (the
+    library finds oneDNN by an absolute path: two environments sharing the cache
+    directory each get their own)."""
     import jax
     import jaxlib
 
     from ...cli import cache_dir
     with open(SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read() + jaxlib.__version__.encode() + jax.__version__.encode()).hexdigest()[:16]
+        key = f.read() + f"{jaxlib.__version__} {jax.__version__} {onednn_prefix()}".encode()
+    digest = hashlib.sha256(key).hexdigest()[:16]
     return os.path.join(cache_dir(environ), "onednn", f"jaxcnn_onednn_conv_{digest}.so")
 
 
@@ -111,7 +114,6 @@ def _load() -> bool:
     except (OSError, subprocess.SubprocessError, AttributeError) as e:
         _state["reason"] = f"oneDNN convolution unavailable: {e}"
         return False
-    _state["path"] = path
     return True
 
 
