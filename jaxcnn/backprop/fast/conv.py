@@ -89,7 +89,7 @@ def _col2im_input_grad(dy, w, in_sizes, pads):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _gemm_grad_conv(x, w, pads):
-    return _lax_conv(x, w, (1,) * (w.ndim - 2), pads, (1,) * (w.ndim - 2))
+    return lax_conv(x, w, (1,) * (w.ndim - 2), pads, (1,) * (w.ndim - 2))
 
 
 def _gemm_grad_conv_fwd(x, w, pads):
@@ -99,17 +99,20 @@ def _gemm_grad_conv_fwd(x, w, pads):
 def _gemm_grad_conv_bwd(pads, residuals, dy):
     x, w = residuals
     ones = (1,) * (w.ndim - 2)
-    _, weight_vjp = jax.vjp(lambda w: _lax_conv(x, w, ones, pads, ones), w)
+    _, weight_vjp = jax.vjp(lambda w: lax_conv(x, w, ones, pads, ones), w)
     return _col2im_input_grad(dy, w, x.shape[1:-1], pads), weight_vjp(dy)[0]
 
 
 _gemm_grad_conv.defvjp(_gemm_grad_conv_fwd, _gemm_grad_conv_bwd)
 
 
-def _lax_conv(x, w, stride, pads, dilation):
+def lax_conv(x, w, stride, pads, dilation, groups: int = 1):
+    """XLA's convolution of batched channels-last ``x`` with an HWIO kernel, geometry
+    already resolved (the form the formulations here and in ``backprop.onednn`` fall back on)."""
     rank = w.ndim - 2
     return lax.conv_general_dilated(x, w, window_strides=stride, padding=pads, rhs_dilation=dilation,
-                                    dimension_numbers=dimension_numbers(rank, "NHWC", "conv"))
+                                    dimension_numbers=dimension_numbers(rank, "NHWC", "conv"),
+                                    feature_group_count=groups)
 
 
 def _shifted(x, w, stride, pads, dilation):
@@ -140,7 +143,7 @@ def _narrow_conv_fwd(x, w, stride, pads, dilation):
 
 def _narrow_conv_bwd(stride, pads, dilation, residuals, dy):
     x, w = residuals
-    _, vjp = jax.vjp(lambda x, w: _lax_conv(x, w, stride, pads, dilation), x, w)
+    _, vjp = jax.vjp(lambda x, w: lax_conv(x, w, stride, pads, dilation), x, w)
     return vjp(dy)
 
 

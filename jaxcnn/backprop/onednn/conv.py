@@ -2,8 +2,9 @@
 
 XLA:CPU computes a convolution's weight gradient by transposing its input to
 (C, *spatial, N) and running a convolution at about half its forward's rate; on
-fmnist_cnn's 32 -> 32 3x3 layer (batch 128, 28x28) that is 62 ms against oneDNN's 5.7 ms,
-and the three passes together take 91 ms against 18 ms (experiments/bench_conv_onednn.py).
+fmnist_cnn's 32 -> 32 3x3 layer (batch 128, 28x28) forward + VJP took 60.1 ms against
+oneDNN's 37.8 ms, on MobileNetV2's depthwise layers 11-13x longer
+(experiments/bench_conv_onednn.py, docs/performance.md).
 PyTorch runs the same oneDNN kernels, which is most of why its CPU train step was
 faster. Here each pass is an XLA FFI custom call into oneDNN (``conv.cc``, built on
 first use by :mod:`.build`), tied together by a ``custom_vjp``; an input gradient
@@ -26,8 +27,8 @@ import numpy as np
 from jax import lax
 
 from ... import ops
-from ...ops.layout import channels_last, dimension_numbers
-from ..fast.conv import conv as fast_conv
+from ...ops.layout import channels_last
+from ..fast.conv import conv as fast_conv, lax_conv
 from ..fast.checked import check, finish
 from . import build
 
@@ -43,22 +44,15 @@ def _call(target, result_shape, a, b, geometry):
                             vmap_method="sequential")(a, b, geometry=geometry)
 
 
-def _lax_conv(x, w, geo):
-    stride, pads, dilation, groups = geo
-    return lax.conv_general_dilated(x, w, window_strides=stride, padding=pads, rhs_dilation=dilation,
-                                    dimension_numbers=dimension_numbers(w.ndim - 2, "NHWC", "conv"),
-                                    feature_group_count=groups)
-
-
 def _out_shape(x, w, geo):
-    return jax.eval_shape(lambda x, w: _lax_conv(x, w, geo), x, w).shape
+    return jax.eval_shape(lambda x, w: lax_conv(x, w, *geo), x, w).shape
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv(x, w, geo):
+def _conv(x, w, geo):   # geo: (stride, pads, dilation, groups), lax_conv's order
     stride, pads, dilation, groups = geo
     return lax.platform_dependent(
-        x, w, default=lambda x, w: _lax_conv(x, w, geo),
+        x, w, default=lambda x, w: lax_conv(x, w, *geo),
         cpu=lambda x, w: _call("jaxcnn_onednn_conv_forward", _out_shape(x, w, geo), x, w,
                                _geometry(groups, stride, dilation, pads)))
 
@@ -73,7 +67,7 @@ def _conv_bwd(geo, residuals, dy):
     attr = _geometry(groups, stride, dilation, pads)
 
     def other(x, w, dy):
-        return jax.vjp(lambda x, w: _lax_conv(x, w, geo), x, w)[1](dy)
+        return jax.vjp(lambda x, w: lax_conv(x, w, *geo), x, w)[1](dy)
 
     def cpu(x, w, dy):
         return (_call("jaxcnn_onednn_conv_input_grad", x.shape, dy, w, attr),
