@@ -9,8 +9,10 @@ this machine) and load from other programs hits all rows alike. Ratios are taken
 within a round (same load), then the median over rounds is reported, with the spread
 of PyTorch's per-process times.
 
-JAX rows run with the XLA CPU flag the CLI sets (``jaxcnn.cli.XLA_CPU_FLAGS``);
-``--no-flag`` adds jaxcnn rows without it. Per JAX row: compile time of the first step
+JAX rows (flax and jaxcnn alike) run with what the CLI sets up: the XLA CPU flag
+(``jaxcnn.cli.XLA_CPU_FLAGS``) and freed host memory kept for reuse
+(``jaxcnn.hostmem``: XLA's per-step temporaries are not page-faulted anew each step);
+``--no-flag`` adds jaxcnn rows without either. Per JAX row: compile time of the first step
 (``lower().compile()``), XLA's flop count of the step (``cost_analysis``) and the
 achieved GFLOP/s (flops / median step time) -- against this CPU's fp32 peak (numpy
 float32 matmul GFLOP/s, measured at the start of the run) so the distance to the limit
@@ -174,7 +176,7 @@ def worker(framework, name, mode, warmup, steps, flag, timeout):
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + (" " + " ".join(XLA_CPU_FLAGS) if flag else "")).strip()
     env["JAX_ENABLE_COMPILATION_CACHE"] = "false"      # compile time is measured, not read from a cache
     cmd = [sys.executable, __file__, "--worker", framework, "--models", name, "--mode", mode,
-           "--warmup", str(warmup), "--steps", str(steps)]
+           "--warmup", str(warmup), "--steps", str(steps)] + (["--keep-host-memory"] if flag else [])
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -275,8 +277,12 @@ def main():
     p.add_argument("--out", default=str(HERE / "results" / "bench_train.json"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--mode", default="default", help=argparse.SUPPRESS)
+    p.add_argument("--keep-host-memory", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
+        if args.keep_host_memory and not args.worker.startswith("torch"):
+            from jaxcnn.hostmem import keep_freed_memory
+            keep_freed_memory()      # before jax starts its threads, as the CLI does
         batch = MODELS[args.models][2]
         print(json.dumps(RUNNERS[args.worker](args.models, batch, args.warmup, args.steps, args.mode)))
         return

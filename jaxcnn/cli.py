@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ``jaxcnn <command>: error: <message>``, and returns 2; ``JAXCNN_DEBUG=1`` raises it
     with its traceback instead."""
     from .commands.errors import USER_ERRORS
+    from .hostmem import keep_freed_memory
+    keep_freed_memory()   # before jax starts its threads (see jaxcnn.hostmem)
     apply_xla_tuning()
     quiet_library_logs()
     parser = build_parser()
