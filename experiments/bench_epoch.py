@@ -15,7 +15,8 @@ bridges the two: for the same model and data it times, in ms per step,
   ``feed``           that data path alone (batches drawn and placed on the device, no step);
 
 (jaxcnn rows keep freed host memory as the CLI does, :mod:`jaxcnn.hostmem`; a
-``:glibc-default`` suffix, e.g. ``jaxcnn:loop-cli:glibc-default``, runs without it)
+``:glibc-default`` suffix, e.g. ``jaxcnn:loop-cli:glibc-default``, runs without it, and
+``torch:loop-cli:kept`` runs PyTorch with it)
 
 and the PyTorch peers ``torch:step-sgd``, ``torch:step-cli`` (AdamW + OneCycleLR, as in
 experiments/peers/torch_train.py) and ``torch:loop-cli`` (torch_train.py's loop: a
@@ -132,6 +133,9 @@ def run_jaxcnn(kind, args, variant=None):
 
 
 def run_torch(kind, args, variant=None):
+    if variant == "kept":           # PyTorch with jaxcnn.hostmem's setting, for comparison
+        from jaxcnn.hostmem import keep_freed_memory
+        keep_freed_memory()
     import torch
     sys.path.insert(0, str(HERE / "peers"))
     from torch_train import arrays, build   # the race's PyTorch loop, its model and data

@@ -16,7 +16,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {"ops", "backprop", "layers", "combinators", "models", "inspect", "interop", "data", "train",
-               "gradcheck", "filters", "types", "cli"}
+               "gradcheck", "filters", "types", "cli", "hostmem"}
 
 # name -> submodule that defines it
 _EXPORTS = {

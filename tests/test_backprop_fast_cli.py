@@ -83,10 +83,11 @@ def test_bench_command_prints_one_row_per_mode(capsys):
     assert args.func(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("lenet5, batch 4, input (28, 28, 1)")
-    rows = {line.split()[0]: line.split() for line in lines[2:-1]}
+    rows = {line.split()[0]: line.split() for line in lines[2:-2]}
     assert set(rows) == {"autodiff", "auto"}
     assert rows["autodiff"][3] == "1.00x" and float(rows["auto"][1]) > 0
     assert lines[-1].startswith("auto's convolutions: oneDNN")
+    assert lines[-2].startswith("host memory: ")
 
 
 def test_bench_command_rejects_unknown_mode():

@@ -11,7 +11,7 @@ import pytest
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the policy is glibc's mallopt")
 
-# A jitted function whose temporaries XLA allocates as one block of ~100 MB (over glibc's
+# A jitted function whose temporaries XLA allocates as one block of ~200 MB (over glibc's
 # 64 MB thread-heap limit, so without the policy every call maps and faults it anew).
 PROBE = r"""
 import json, os, resource, sys
@@ -21,12 +21,13 @@ import jax, jax.numpy as jnp
 f = jax.jit(lambda x: (jnp.exp(x) @ jnp.ones((256, 256))).sum(0) + jnp.cumsum(jnp.sin(x), 0)[-1])
 x = jnp.ones((100_000, 256))
 temp = f.lower(x).compile().memory_analysis().temp_size_in_bytes
-for _ in range(8):    # the heap grows to the few blocks that calls in flight need, then stays
+for _ in range(4):
     f(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
+faults = []
+for _ in range(12):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     f(x).block_until_ready()
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(json.dumps({"applied": applied, "in_effect": hostmem.applied(), "temp_bytes": temp, "faults_per_call": faults}))
 """
 
@@ -45,8 +46,11 @@ def test_kept_memory_stops_the_per_call_page_faults():
     pages = default["temp_bytes"] / 4096
     assert default["temp_bytes"] > 64 << 20
     # glibc's default: the temporaries are mapped and faulted in anew on every call
-    assert default["faults_per_call"] > 0.8 * pages, default
-    assert kept["faults_per_call"] < 0.25 * pages, kept
+    assert min(default["faults_per_call"]) > 0.8 * pages, default
+    # kept: the heap grows to the few blocks the calls in flight need (a growth step
+    # faults one block in), then every call reuses them
+    calls = sorted(kept["faults_per_call"])
+    assert calls[len(calls) // 2] < 0.05 * pages, kept
 
 
 @glibc

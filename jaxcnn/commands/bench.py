@@ -88,7 +88,10 @@ def run(args) -> int:
         r = rows[mode]
         print(f"{mode:10s} {1e3 * med:9.1f} {args.batch / med:9.0f} {base / med:11.2f}x {r['compile_s']:10.1f} "
               f"{r['gflop'] / med:8.1f}")
+    from .. import hostmem
     from ..backprop import onednn
+    print("host memory: " + ("freed memory kept for reuse (jaxcnn.hostmem)" if hostmem.applied() else
+                             "C library's default (XLA's per-step buffers are page-faulted anew; see jaxcnn.hostmem)"))
     print("auto's convolutions: " + ("oneDNN (GFLOP/s leaves out its custom calls)" if onednn.load() else
                                      f"XLA's ({onednn.reason()})"))
     return 0
