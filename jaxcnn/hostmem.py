@@ -28,7 +28,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import platform
 
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8   # glibc's <malloc.h>
 TRIM_THRESHOLD = -1        # M_TRIM_THRESHOLD takes an int; glibc reads -1 as SIZE_MAX: never trim
@@ -42,7 +41,7 @@ def keep_freed_memory(environ=os.environ) -> bool:
     global _applied
     if _applied is not None:
         return _applied
-    if environ.get("JAXCNN_KEEP_HOST_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
+    if environ.get("JAXCNN_KEEP_HOST_MEMORY", "1") == "0" or not _glibc():
         _applied = False
         return False
     try:
@@ -56,6 +55,13 @@ def keep_freed_memory(environ=os.environ) -> bool:
     _applied = all(mallopt(option, value) == 1 for option, value in
                    ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
     return _applied
+
+
+def _glibc() -> bool:
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError, AttributeError):   # not a GNU C library
+        return False
 
 
 def applied() -> bool:
