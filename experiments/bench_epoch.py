@@ -138,7 +138,7 @@ def run_torch(kind, args, variant=None):
         keep_freed_memory()
     import torch
     sys.path.insert(0, str(HERE / "peers"))
-    from torch_train import arrays, build   # the race's PyTorch loop, its model and data
+    from torch_train import arrays, build, optimizer   # the race's PyTorch loop: model, data, optimiser
 
     torch.manual_seed(0)
     x, y, num_classes, _ = arrays(args.dataset, "train")
@@ -147,13 +147,7 @@ def run_torch(kind, args, variant=None):
     if kind == "step-sgd":
         opt, sched = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9), None
     else:
-        decay = [q for q in model.parameters() if q.ndim >= 2]
-        no_decay = [q for q in model.parameters() if q.ndim < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=LR)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=EPOCHS * steps, pct_start=0.3,
-                                                    anneal_strategy="cos", div_factor=25.0,
-                                                    final_div_factor=1e4, cycle_momentum=False)
+        opt, sched = optimizer(model, LR, WEIGHT_DECAY, EPOCHS * steps)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     fixed = order[:args.batch_size]
 

@@ -50,6 +50,19 @@ def arrays(dataset, split, norm=None):
         ds.labels.astype(np.int64)), ds.num_classes, norm
 
 
+def optimizer(model, lr, weight_decay, total_steps):
+    """The CLI's optimiser in PyTorch: AdamW with weight decay on kernels only, stepped by
+    OneCycleLR (= optax's cosine one-cycle). Returns ``(optimizer, scheduler)``."""
+    decay = [q for q in model.parameters() if q.ndim >= 2]
+    no_decay = [q for q in model.parameters() if q.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total_steps, pct_start=0.3,
+                                                anneal_strategy="cos", div_factor=25.0, final_div_factor=1e4,
+                                                cycle_momentum=False)
+    return opt, sched
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="fmnist_cnn")
@@ -68,14 +81,8 @@ def main():
         x, y = x[:args.limit], y[:args.limit]
     xt, yt, _, _ = arrays(args.dataset, "test", norm)
     model = build(args.model, num_classes)
-    decay = [q for q in model.parameters() if q.ndim >= 2]
-    no_decay = [q for q in model.parameters() if q.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     steps_per_epoch = -(-len(x) // args.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.epochs * steps_per_epoch,
-                                                pct_start=0.3, anneal_strategy="cos", div_factor=25.0,
-                                                final_div_factor=1e4, cycle_momentum=False)
+    opt, sched = optimizer(model, args.lr, args.weight_decay, args.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(args.seed)
     epochs = []
     t_start = time.perf_counter()
