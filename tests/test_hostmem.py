@@ -3,13 +3,14 @@ page-faulting. Each case runs in a fresh process: the policy must be set before 
 starts its threads."""
 import json
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
-glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the policy is glibc's mallopt")
+from jaxcnn.hostmem import _glibc
+
+glibc = pytest.mark.skipif(not _glibc(), reason="the policy is glibc's mallopt")
 
 # A jitted function whose temporaries XLA allocates as one block of ~200 MB (over glibc's
 # 64 MB thread-heap limit, so without the policy every call maps and faults it anew).
