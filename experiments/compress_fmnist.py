@@ -77,7 +77,8 @@ def main(argv=None):
         print(f"float training: {time.perf_counter() - t:.0f}s", file=sys.stderr)
     train, test, _ = load_splits("fashion_mnist", None)
     model = create("fmnist_cnn", num_classes=10)
-    _, params, state, float_step = C.load_run(base)
+    source = C.open_run(base)
+    params, state, float_step = source.params, source.state, source.step
 
     def add(name, run, **extra):
         recs = records(run) if run else []

@@ -44,10 +44,10 @@ def _drop_orbax_thread_tracebacks(record) -> bool:
     read-only directory, full disk) with the traceback, then raises it again in the main
     thread, where ``jaxcnn.train.checkpoint`` turns it into one line: drop the log record.
     (orbax's records carry its "[process=N]" prefix.)"""
-    error = record.exc_info[1] if record.exc_info else None
-    while error is not None and not isinstance(error, OSError):
-        error = error.__cause__ or error.__context__
-    return not (error is not None and str(record.msg).startswith("[process="))
+    if not (record.exc_info and str(record.msg).startswith("[process=")):
+        return True
+    from .train.checkpoint import os_error_in      # orbax is loaded: it is logging
+    return os_error_in(record.exc_info[1]) is None
 
 
 def build_parser() -> argparse.ArgumentParser:

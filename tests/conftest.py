@@ -1,9 +1,19 @@
 """Test configuration: 8 fake CPU devices (set before jax is imported) so pmap and
 sharding tests run on this machine; full float32 precision for parity tests; the
-package's own backprop="auto" table, not one a developer saved with `jaxcnn bench --tune`."""
+package's own backprop="auto" table, not one a developer saved with `jaxcnn bench --tune`;
+and one persistent compilation cache for the whole suite -- both xdist workers and every
+`jaxcnn` subprocess a test starts (they inherit the variables) -- so a program compiled
+once (the same small model trained by many CLI tests) is loaded, not compiled again.
+``JAXCNN_TEST_CACHE=0`` runs without it."""
+import getpass
 import os
+import tempfile
 
 os.environ["JAXCNN_AUTO_TABLE"] = "0"
+if os.environ.get("JAXCNN_TEST_CACHE", "1") != "0":
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                          os.path.join(tempfile.gettempdir(), f"jaxcnn-test-xla-cache-{getpass.getuser()}"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:

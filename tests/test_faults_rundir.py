@@ -28,7 +28,9 @@ def test_claim_refuses_existing_run_and_overwrite_moves_it_aside(tmp_path):
     assert not d.exists() and os.path.basename(moved).startswith("run.old-")
     assert json.loads(open(os.path.join(moved, "config.json")).read())["model"] == "lenet5"  # nothing deleted
     assert (open(os.path.join(moved, "metrics.jsonl")).read()) == '{"step": 1}\n'
-    assert rundir.claim(tmp_path / "fresh", resume=True) is None   # nothing there: starts fresh
+    with pytest.raises(RunDirError, match="--resume: .*fresh does not exist"):   # a typo, not a fresh start
+        rundir.claim(tmp_path / "fresh", resume=True)
+    assert not (tmp_path / "fresh").exists()
     (tmp_path / "orphan" / "checkpoints").mkdir(parents=True)
     with pytest.raises(RunDirError, match="no config.json"):
         rundir.claim(tmp_path / "orphan", resume=True)

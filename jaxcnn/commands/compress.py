@@ -9,15 +9,13 @@ int8 inference path; binary weights (BinaryConnect / XNOR) fine-tuned from the f
 """
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
 import time
 
 from . import HelpFormatter
 from .errors import UsageError
-from .runs import open_run, splits
+from .runs import add_trust_flag, open_run, splits
 
 
 def register(subparsers) -> None:
@@ -27,7 +25,10 @@ def register(subparsers) -> None:
                               formatter_class=HelpFormatter, description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="run directory of `jaxcnn train --out` (or of a compress run)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    p.add_argument("--out", required=True, help="directory of the compressed run")
+    p.add_argument("--out", required=True, help="directory of the compressed run (a new one; an existing run is "
+                                                "refused unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="move an existing run in --out aside (to OUT.old-<time>; nothing is deleted)")
     g = p.add_argument_group("pruning")
     g.add_argument("--prune", type=float, default=0.0, metavar="AMOUNT",
                    help="fraction of conv/dense weights (or filters with --structured) pruned, in [0, 1)")
@@ -57,10 +58,12 @@ def register(subparsers) -> None:
     g.add_argument("--data-dir", default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-progress", action="store_true")
+    add_trust_flag(p)
     p.set_defaults(func=run)
 
 
 def _check(args):
+    import math
     if not 0.0 <= args.prune < 1.0:
         raise UsageError(f"--prune must be in [0, 1) (the fraction pruned), got {args.prune}")
     if args.binarize != "none" and (args.quantize != "none" or args.prune):
@@ -72,9 +75,38 @@ def _check(args):
         raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     if args.schedule != "oneshot" and args.prune and args.finetune_epochs < 1:
         raise UsageError(f"--schedule {args.schedule} prunes during fine-tuning: give --finetune-epochs >= 1")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise UsageError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
+    if args.calibration_batches < 1:
+        raise UsageError(f"--calibration-batches must be >= 1, got {args.calibration_batches}")
+    if args.steps_per_epoch is not None and args.steps_per_epoch < 1:
+        raise UsageError(f"--steps-per-epoch must be >= 1, got {args.steps_per_epoch}")
     from ..compress.quantize import SCHEMES
     if args.scheme not in SCHEMES:
         raise UsageError(f"--scheme must be one of {', '.join(SCHEMES)}, got {args.scheme!r}")
+
+
+def _check_out(args, source: str) -> None:
+    """``--out`` follows ``train``'s contract: never the source run (or inside it, or
+    holding it), never an existing run unless ``--overwrite`` (which moves it aside
+    once the new run is complete)."""
+    from ..train import rundir
+    out, src = os.path.realpath(args.out), os.path.realpath(source)
+    if out == src or os.path.commonpath([out, src]) in (out, src):
+        raise UsageError(f"--out {args.out} is (or contains, or lies inside) the source run {source}; write the "
+                         f"compressed run to another directory")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {args.out} is a file, not a run directory")
+    if rundir.holds_run(out) and not args.overwrite:
+        raise UsageError(f"--out {args.out} already holds a run; pass --overwrite to move it aside (nothing is "
+                         f"deleted), or choose another --out")
+    if os.path.isdir(out) and os.listdir(out) and not rundir.holds_run(out) and not args.overwrite:
+        raise UsageError(f"--out {args.out} is a non-empty directory; choose a new or empty one, or pass "
+                         f"--overwrite to move it aside")
 
 
 def _starting_from(model, params, state):
@@ -89,154 +121,217 @@ def _starting_from(model, params, state):
                  model.num_classes, dict(model.hparams))
 
 
-def run(args) -> int:
-    _check(args)
-    import jax
-    import numpy as np
+class _Compression:
+    """One ``jaxcnn compress`` run: the source's model and data, the metrics record, and
+    each step of the pipeline as a method (prune, quantise, binarise, save), written into
+    ``work_dir`` (moved to ``--out`` when complete)."""
 
-    from .. import compress as C
-    from .. import dispatch
-    from ..data import batches, steps_per_epoch
-    from ..train import evaluate_model, fit, make_optimizer, make_schedule
-    from ..train.metrics import MetricsWriter
+    def __init__(self, args, work_dir: str):
+        import jax
+        from .. import compress as C
+        from ..data import steps_per_epoch
+        from ..train.metrics import MetricsWriter
+        self.args, self.C, self.work_dir = args, C, work_dir
+        run = open_run(args.checkpoint, args.step, args.model)
+        self.source, self.config, self.model, self.step = run.run_dir, run.config, run.model, run.step
+        self.params, self.state = jax.device_get(run.params), jax.device_get(run.state)
+        self.dataset = args.dataset or self.config["dataset"]
+        self.train, self.test = splits(self.config, self.dataset, args.data_dir)
+        self.steps = steps_per_epoch(len(self.train), args.batch_size)
+        if self.steps < 1:
+            raise UsageError(f"--batch-size {args.batch_size} exceeds the {len(self.train)} training examples")
+        if args.steps_per_epoch is not None:
+            self.steps = min(self.steps, args.steps_per_epoch)
+        self.input_shape = (1,) + tuple(self.train.image_shape)
+        self.masks = None
+        self.skip = list(args.keep_dense)
+        self.writer = MetricsWriter(os.path.join(work_dir, "metrics.jsonl"))
+        self.t0 = time.perf_counter()
 
-    # ---------------------------------------------------------------- source run + data
-    source, config, model, params, state, step = open_run(args.checkpoint, args.step)
-    params, state = jax.device_get(params), jax.device_get(state)
-    dataset = args.dataset or config["dataset"]
-    train, test = splits(config, dataset, args.data_dir)
-    steps = steps_per_epoch(len(train), args.batch_size)
-    if args.steps_per_epoch is not None:
-        if args.steps_per_epoch < 1:
-            raise UsageError(f"--steps-per-epoch must be >= 1, got {args.steps_per_epoch}")
-        steps = min(steps, args.steps_per_epoch)
-    input_shape = (1,) + tuple(train.image_shape)
-    loss = dispatch.cross_entropy
-
-    os.makedirs(args.out, exist_ok=True)
-    metrics_path = os.path.join(args.out, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        os.remove(metrics_path)  # a fresh record of this run's steps
-    writer = MetricsWriter(metrics_path)
-    t0 = time.perf_counter()
-
-    def test_batches():
-        return batches(test, 256, seed=0, epoch=0, shuffle=False, drop_remainder=False)
-
-    def log(phase, **record):
-        record = {"phase": phase, **record, "wall_s": round(time.perf_counter() - t0, 2)}
-        writer.write(record)
+    # ------------------------------------------------------------ shared pieces
+    def log(self, phase, **record):
+        record = {"phase": phase, **record, "wall_s": round(time.perf_counter() - self.t0, 2)}
+        self.writer.write(record)
         shown = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                          if k != "layers")
         print(shown, file=sys.stderr)
 
-    def evaluate(net, p, s):
-        r = evaluate_model(net, p, s, test_batches())
+    def test_batches(self):
+        from ..data import batches
+        from ..train import defaults
+        return batches(self.test, defaults.EVAL_BATCH_SIZE, seed=0, epoch=0, shuffle=False, drop_remainder=False)
+
+    def evaluate(self, net, params, state):
+        from ..train import evaluate_model
+        r = evaluate_model(net, params, state, self.test_batches())
         return {"test_loss": r["loss"], "test_accuracy": r["accuracy"]}
 
-    def sparsity(p):
-        rep = C.sparsity_report(p)
+    def sparsity(self, params):
+        rep = self.C.sparsity_report(params)
         return {"sparsity": rep["sparsity"], "layers": {l["name"]: round(l["sparsity"], 4) for l in rep["layers"]}}
 
-    def finetune(phase, net, p, s, tx_of, epochs):
-        """Fine-tune ``net`` from ``p``/``s`` for ``epochs`` with ``tx_of(total_steps)``; logs each epoch."""
-        total = epochs * steps
-        tx = tx_of(total)
-        result = fit(_starting_from(net, p, s), steps_per_epoch=steps, epochs=epochs, input_shape=input_shape,
-                     train_batches=lambda epoch, start: batches(train, args.batch_size, seed=args.seed + 1,
-                                                                epoch=epoch, start_step=start),
-                     tx=tx, loss=loss, test_batches=test_batches, seed=args.seed, progress=not args.no_progress)
-        for rec in result.history:
-            log(phase, **{k: v for k, v in rec.items() if k != "wall_s"})
-        ts = result.train_state
-        return jax.device_get(ts.params), jax.device_get(ts.state), ts.opt_state
-
-    def optimizer(total, masks=None, schedule=None):
-        lr = make_schedule("cosine", args.lr, max(total, 1))
-        base = make_optimizer(args.optimizer, lr, weight_decay=args.weight_decay)
+    def optimizer(self, total, masks=None, schedule=None):
+        from ..train import make_optimizer, make_schedule
+        args = self.args
+        base = make_optimizer(args.optimizer, make_schedule("cosine", args.lr, max(total, 1)),
+                              weight_decay=args.weight_decay)
         if masks is None and schedule is None:
             return base
-        kw = dict(structure="filter" if args.structured else "weight", scope=args.scope, norm=args.norm,
-                  skip=skip, update_every=max(1, steps // 4))
-        return C.masked(base, masks, schedule=schedule, **kw)
+        return self.C.masked(base, masks, schedule=schedule, structure="filter" if args.structured else "weight",
+                             scope=args.scope, norm=args.norm, skip=self.skip, update_every=max(1, self.steps // 4))
 
-    log("source", checkpoint=source, step=step, **evaluate(model, params, state),
-        params=int(sum(np.size(x) for x in jax.tree.leaves(params))), float_bytes=C.float_bytes(params, state))
+    def finetune(self, phase, net, tx_of, epochs):
+        """Fine-tune ``net`` from the current params for ``epochs`` with ``tx_of(total_steps)``
+        (under the default backprop mode, recorded); logs each epoch; returns the opt state."""
+        import jax
+        from .. import dispatch
+        from ..data import batches
+        from ..train import defaults, fit
+        args, train = self.args, self.train
+        result = fit(_starting_from(net, self.params, self.state), steps_per_epoch=self.steps, epochs=epochs,
+                     input_shape=self.input_shape, tx=tx_of(epochs * self.steps), loss=dispatch.cross_entropy,
+                     train_batches=lambda epoch, start: batches(train, args.batch_size, seed=args.seed + 1,
+                                                                epoch=epoch, start_step=start),
+                     test_batches=self.test_batches, seed=args.seed, backprop=defaults.BACKPROP,
+                     progress=not args.no_progress)
+        for rec in result.history:
+            self.log(phase, **{k: v for k, v in rec.items() if k != "wall_s"})
+        ts = result.train_state
+        self.params, self.state = jax.device_get(ts.params), jax.device_get(ts.state)
+        return ts.opt_state
 
-    # ---------------------------------------------------------------- pruning
-    masks = None
-    skip = list(args.keep_dense)
-    if args.structured:  # pruning the classifier's outputs would remove classes
-        skip += [n.rsplit("/", 1)[0] for n, w in C.masks.require_weights(params, "compress").items()
-                 if w.shape[-1] == config["num_classes"]]
-    structure = "filter" if args.structured else "weight"
-    # nothing but fine-tuning asked for: the dense control (--prune 0 --finetune-epochs N)
-    only_finetune = args.quantize == "none" and args.binarize == "none" and args.finetune_epochs > 0
-    if args.prune or only_finetune:
+    # ------------------------------------------------------------ the pipeline
+    def report_source(self):
+        import jax
+        import numpy as np
+        self.log("source", checkpoint=self.source, step=self.step,
+                 **self.evaluate(self.model, self.params, self.state),
+                 params=int(sum(np.size(x) for x in jax.tree.leaves(self.params))),
+                 float_bytes=self.C.float_bytes(self.params, self.state))
+
+    def prune(self):
+        import functools
+        import jax
+        args, C = self.args, self.C
+        if args.structured:  # pruning the classifier's outputs would remove classes
+            self.skip += [n.rsplit("/", 1)[0] for n, w in C.masks.require_weights(self.params, "compress").items()
+                          if w.shape[-1] == self.config["num_classes"]]
+        structure = "filter" if args.structured else "weight"
+        # nothing but fine-tuning asked for: the dense control (--prune 0 --finetune-epochs N)
+        only_finetune = args.quantize == "none" and args.binarize == "none" and args.finetune_epochs > 0
+        if not (args.prune or only_finetune):
+            return
         if args.schedule == "oneshot":
-            masks = C.prune_masks(params, args.prune, scope=args.scope, structure=structure, norm=args.norm,
-                                  skip=skip)
-            params = jax.device_get(C.apply_masks(params, masks))
-            log("prune", amount=args.prune, structure=structure, scope=args.scope, **evaluate(model, params, state),
-                **sparsity(params))
+            self.masks = C.prune_masks(self.params, args.prune, scope=args.scope, structure=structure,
+                                       norm=args.norm, skip=self.skip)
+            self.params = jax.device_get(C.apply_masks(self.params, self.masks))
+            self.log("prune", amount=args.prune, structure=structure, scope=args.scope,
+                     **self.evaluate(self.model, self.params, self.state), **self.sparsity(self.params))
             if args.finetune_epochs:
-                params, state, _ = finetune("finetune", model, params, state,
-                                            functools.partial(optimizer, masks=masks), args.finetune_epochs)
+                self.finetune("finetune", self.model, functools.partial(self.optimizer, masks=self.masks),
+                              args.finetune_epochs)
         else:
-            def schedule_of(total):
-                every = max(1, steps // 4)  # the masked optimiser's update_every
-                if args.schedule == "gradual":  # the ramp ends on a mask update, so the target is reached
-                    return C.polynomial(args.prune, 0, max(every, int(0.75 * total) // every * every))
-                return C.iterative(args.prune, rounds=3, every=max(1, int(0.75 * total) // 3))
-            params, state, opt_state = finetune(
-                "finetune", model, params, state, lambda total: optimizer(total, schedule=schedule_of(total)),
-                args.finetune_epochs)
-            masks = C.current_masks(opt_state)
-            params = jax.device_get(C.apply_masks(params, masks))
-        log("pruned", **evaluate(model, params, state), **sparsity(params))
+            opt_state = self.finetune("finetune", self.model,
+                                      lambda total: self.optimizer(total, schedule=self._sparsity_schedule(total)),
+                                      args.finetune_epochs)
+            self.masks = C.current_masks(opt_state)
+            self.params = jax.device_get(C.apply_masks(self.params, self.masks))
+        self.log("pruned", **self.evaluate(self.model, self.params, self.state), **self.sparsity(self.params))
 
-    # ---------------------------------------------------------------- quantisation
-    if args.quantize == "int8":
+    def _sparsity_schedule(self, total):
+        every = max(1, self.steps // 4)  # the masked optimiser's update_every
+        if self.args.schedule == "gradual":  # the ramp ends on a mask update, so the target is reached
+            return self.C.polynomial(self.args.prune, 0, max(every, int(0.75 * total) // every * every))
+        return self.C.iterative(self.args.prune, rounds=3, every=max(1, int(0.75 * total) // 3))
+
+    def quantize(self):
+        import functools
+        import jax
+        import numpy as np
+        from ..data import batches
+        args, C, model = self.args, self.C, self.model
+        if args.quantize != "int8":
+            return
         if args.qat and args.finetune_epochs:
-            params, state, _ = finetune("qat", C.qat_model(model, 8, args.scheme), params, state,
-                                        functools.partial(optimizer, masks=masks), args.finetune_epochs)
-        log("quantize", bits=8, scheme=args.scheme, qat=args.qat,
-            **evaluate(model, C.fake_quantize(params, 8, args.scheme), state))
+            self.finetune("qat", C.qat_model(model, 8, args.scheme), functools.partial(self.optimizer, masks=self.masks),
+                          args.finetune_epochs)
+        self.log("quantize", bits=8, scheme=args.scheme, qat=args.qat,
+                 **self.evaluate(model, C.fake_quantize(self.params, 8, args.scheme), self.state))
         # the real int8 path (activations too), calibrated on training batches
-        calib = [b["image"] for b, _ in zip(batches(train, args.batch_size, seed=args.seed, epoch=0),
+        calib = [b["image"] for b, _ in zip(batches(self.train, args.batch_size, seed=args.seed, epoch=0),
                                             range(args.calibration_batches))]
-        qp = C.calibrate(model, params, state, calib)
+        qp = C.calibrate(model, self.params, self.state, calib)
         run_int8 = jax.jit(lambda q, p, s, x: C.int8_apply(model, q, p, s, x))
         correct = count = 0
-        for b in test_batches():
-            logits = np.asarray(run_int8(qp, params, state, b["image"]))
+        for b in self.test_batches():
+            logits = np.asarray(run_int8(qp, self.params, self.state, b["image"]))
             keep = np.asarray(b["mask"])
             correct += int(((logits.argmax(-1) == b["label"]) & keep).sum())
             count += int(keep.sum())
-        log("int8_inference", calibration_batches=len(calib), test_accuracy=correct / count)
+        self.log("int8_inference", calibration_batches=len(calib), test_accuracy=correct / count)
 
-    # ---------------------------------------------------------------- binarisation
-    if args.binarize != "none":
-        log("binarize", method=args.binarize, **evaluate(model, C.binarize(params, args.binarize), state))
+    def binarize(self):
+        args, C = self.args, self.C
+        if args.binarize == "none":
+            return
+        self.log("binarize", method=args.binarize,
+                 **self.evaluate(self.model, C.binarize(self.params, args.binarize), self.state))
         if args.finetune_epochs:
-            params, state, _ = finetune("binary_finetune", C.binary_model(model, args.binarize), params, state,
-                                        optimizer, args.finetune_epochs)
+            self.finetune("binary_finetune", C.binary_model(self.model, args.binarize), self.optimizer,
+                          args.finetune_epochs)
 
-    # ---------------------------------------------------------------- save + check
-    path = os.path.join(args.out, C.runs.FILE)
-    settings = {"file": C.runs.FILE, "source": source, "source_step": step, "step": step,
-                "prune": args.prune, "structured": args.structured, "scope": args.scope, "schedule": args.schedule,
-                "quantize": args.quantize, "scheme": args.scheme, "qat": args.qat, "binarize": args.binarize,
-                "finetune_epochs": args.finetune_epochs}
-    size = C.save_compressed(path, params, state, quantize=args.scheme if args.quantize == "int8" else None,
-                             binarize=None if args.binarize == "none" else args.binarize, meta=settings)
-    out_config = dict(config, compressed=settings, out=os.path.abspath(args.out), dataset=dataset)
-    with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump(out_config, f, indent=2, sort_keys=True)
-    p2, s2, _ = C.load_compressed(path)
-    final = evaluate(model, p2, s2)
-    float_size = C.float_bytes(params, state)
-    log("saved", file=path, bytes=size, float_bytes=float_size, ratio=round(float_size / size, 2), **final)
-    print(f"{config['model']} compressed: test_accuracy={final['test_accuracy']:.4f}, {size:,} bytes "
+    def save(self, out: str) -> dict:
+        """Write ``compressed.npz`` and ``config.json`` into the work directory, read the
+        file back and evaluate it (what ``jaxcnn eval`` will see)."""
+        from ..train import defaults, rundir
+        args, C = self.args, self.C
+        path = os.path.join(self.work_dir, C.runs.FILE)
+        settings = {"file": C.runs.FILE, "source": self.source, "source_step": self.step, "step": self.step,
+                    "prune": args.prune, "structured": args.structured, "scope": args.scope,
+                    "schedule": args.schedule, "quantize": args.quantize, "scheme": args.scheme, "qat": args.qat,
+                    "binarize": args.binarize, "finetune_epochs": args.finetune_epochs,
+                    "finetune_backprop": defaults.BACKPROP}
+        size = C.save_compressed(path, self.params, self.state,
+                                 quantize=args.scheme if args.quantize == "int8" else None,
+                                 binarize=None if args.binarize == "none" else args.binarize, meta=settings)
+        rundir.write_config(self.work_dir, dict(self.config, compressed=settings, out=out, dataset=self.dataset))
+        p2, s2, _ = C.load_compressed(path)
+        final = self.evaluate(self.model, p2, s2)
+        float_size = C.float_bytes(self.params, self.state)
+        self.log("saved", file=os.path.join(out, C.runs.FILE), bytes=size, float_bytes=float_size,
+                 ratio=round(float_size / size, 2), **final)
+        return {"bytes": size, "float_bytes": float_size, **final}
+
+
+def run(args) -> int:
+    import shutil
+    import tempfile
+
+    from ..train import rundir
+    _check(args)
+    source = rundir.run_directory(args.checkpoint)
+    _check_out(args, source)
+    out = os.path.abspath(args.out)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    # built beside --out and moved there when complete: a failure leaves --out as it was
+    work_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    try:
+        job = _Compression(args, work_dir)
+        job.report_source()
+        job.prune()
+        job.quantize()
+        job.binarize()
+        result = job.save(out)
+        if os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+        elif os.path.lexists(out):        # --overwrite (checked by _check_out): keep the old one beside
+            print(f"moved the existing {out} to {rundir.move_aside(out)}", file=sys.stderr)
+        os.replace(work_dir, out)
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    size, float_size = result["bytes"], result["float_bytes"]
+    print(f"{job.config['model']} compressed: test_accuracy={result['test_accuracy']:.4f}, {size:,} bytes "
           f"({float_size / size:.1f}x smaller than float32) -> {args.out}")
     return 0

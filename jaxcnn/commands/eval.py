@@ -5,6 +5,7 @@ import json
 import sys
 
 from .errors import UsageError
+from .runs import add_trust_flag
 
 
 def register(subparsers) -> None:
@@ -18,6 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=defaults.EVAL_BATCH_SIZE,
                    help=f"evaluation batch size (default: {defaults.EVAL_BATCH_SIZE})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_trust_flag(p)
     p.set_defaults(func=run)
 
 
@@ -30,7 +32,7 @@ def run(args) -> int:
     from ..train import evaluate_model
     from .runs import open_run, splits
 
-    run_dir, config, model, params, state, step = open_run(args.checkpoint, args.step)
+    run_dir, config, model, params, state, step = open_run(args.checkpoint, args.step, args.model)
     dataset = args.dataset or config["dataset"]
     _, test = splits(config, dataset, args.data_dir)
     result = evaluate_model(model, params, state, batches(test, args.batch_size, seed=0, epoch=0, shuffle=False,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from .errors import UsageError
-from .runs import open_run, splits
+from .runs import add_trust_flag, open_run, splits
 
 CAM = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "scorecam")
 ATTR = ("saliency", "ig", "smoothgrad", "occlusion")
@@ -35,6 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=50, help="ig path points / maxresponse / pgd iterations")
     p.add_argument("--eps", type=float, default=0.1, help="fgsm/pgd perturbation size (normalised pixel units)")
     p.add_argument("--channels", default="0,1,2,3,4,5,6,7", help="maxresponse channels (comma-separated)")
+    add_trust_flag(p)
     p.set_defaults(func=run)
 
 
@@ -45,9 +46,10 @@ def _ints(text, flag):
         raise UsageError(f"{flag} must be comma-separated integers, got {text!r}") from None
 
 
-def load_run(run_dir, step=None, data_dir=None):
-    """``(config, model, params, state, test_split)`` of a saved run."""
-    _, config, model, params, state, _ = open_run(run_dir, step)
+def load_run(run_dir, step=None, data_dir=None, trusted_model=None):
+    """``(config, model, params, state, test_split)`` of a saved run (``trusted_model``:
+    see :func:`jaxcnn.train.rundir.check_trusted`)."""
+    _, config, model, params, state, _ = open_run(run_dir, step, trusted_model)
     return config, model, params, state, splits(config, data_dir=data_dir)[1]
 
 
@@ -79,7 +81,7 @@ def run(args) -> int:
 
     from .. import inspect, plot
 
-    config, model, params, state, test = load_run(args.checkpoint, args.step, args.data_dir)
+    config, model, params, state, test = load_run(args.checkpoint, args.step, args.data_dir, args.model)
     idx = _ints(args.index, "--index")
     n = len(test.labels)
     bad = [i for i in idx if not 0 <= i < n]

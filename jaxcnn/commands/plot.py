@@ -34,6 +34,13 @@ def run(args) -> int:
         raise UsageError(f"no run directory {run_dir}")
     if not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
         raise UsageError(f"no metrics.jsonl in {run_dir}: pass the directory given to `jaxcnn train --out`")
+    from ..train import rundir
+    saved = rundir.read_config(run_dir)
+    if saved is not None and rundir.is_compressed(saved):
+        source = saved[rundir.COMPRESSED].get("source") or "the run it was made from"
+        raise UsageError(f"{run_dir} is a compressed run: its metrics.jsonl records the compression steps, not "
+                         f"training curves; plot {source} instead (`jaxcnn eval --checkpoint {run_dir}` reports "
+                         f"the compressed model)")
     out = args.out or os.path.join(run_dir, "plots")
     written = [plot.save(plot.training_curves(run_dir), os.path.join(out, "training_curves.png"))]
     if os.path.isdir(os.path.join(run_dir, "checkpoints")):

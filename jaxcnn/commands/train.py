@@ -159,6 +159,8 @@ def resolve_args(args) -> tuple[argparse.Namespace, dict | None, dict | None]:
         raise UsageError("--resume needs --out DIR (the run to continue)")
     out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     saved = rundir.read_config(out) if args.resume else None
+    if saved is not None:    # a run of user code continues only when the command line names that code
+        rundir.check_trusted(saved, given.get("model"), out)
     settings, extension = rundir.resolve(saved, given, DEFAULTS)
     settings.update({k: v for k, v in vars(args).items() if k not in SAVED_FLAGS}, out=out)
     validate(settings)

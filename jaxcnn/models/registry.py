@@ -1,16 +1,21 @@
 """Model registry: ``create(name, num_classes=..., **hparams)`` and ``available()``.
 
-``name`` is a zoo name (``available()``) or ``"package.module:factory"``: a user's own
-function returning a :class:`~jaxcnn.types.Layer` or :class:`Model` (e.g. built with
-``serial(...)``), which is how ``jaxcnn train --model mypkg.nets:small_cnn`` trains a
-network that is not in the zoo. Hyper-parameters are checked against the builder's
+``name`` is a zoo name (``available()``), ``"package.module:factory"`` or
+``"path/to/file.py:factory"``: a user's own function returning a
+:class:`~jaxcnn.types.Layer` or :class:`Model` (e.g. built with ``serial(...)``), which
+is how ``jaxcnn train --model nets.py:small_cnn`` trains a network that is not in the
+zoo (a file path needs no ``PYTHONPATH``; it is resolved against the working directory). Hyper-parameters are checked against the builder's
 signature when the model is built, so a misspelt option fails at once, listing the
 accepted ones.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import os
+import sys
 from typing import Callable
 
 from .alexnet import alexnet
@@ -46,13 +51,37 @@ def register(name: str, builder: Callable[..., Model]) -> None:
     _MODELS[name] = builder
 
 
-def load_factory(spec: str) -> Callable:
-    """The function named by ``"package.module:factory"`` (imported now)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"model factory must be written 'package.module:function', got {spec!r}")
+def _is_file(module_name: str) -> bool:
+    return module_name.endswith(".py") or os.sep in module_name or "/" in module_name
+
+
+def _import_file(path: str, spec: str):
+    """The module in the Python file ``path`` (run now, as a unique module name)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"model {spec!r}: no such Python file {path!r}")
+    name = "jaxcnn_user_model_" + hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    loader_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[name] = module
     try:
-        module = importlib.import_module(module_name)
+        loader_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_factory(spec: str) -> Callable:
+    """The function named by ``"package.module:factory"`` or ``"path/file.py:factory"``
+    (imported now: this runs the user's code)."""
+    module_name, _, attr = spec.rpartition(":")
+    if not module_name or not attr:
+        raise ValueError(f"model factory must be written 'package.module:function' or 'path/file.py:function', "
+                         f"got {spec!r}")
+    try:
+        module = _import_file(module_name, spec) if _is_file(module_name) else importlib.import_module(module_name)
     except ImportError as e:
         raise ValueError(f"cannot import {module_name!r} for model {spec!r}: {e}") from None
     factory = getattr(module, attr, None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -92,6 +93,28 @@ def finish(manager: ocp.CheckpointManager) -> None:
     write_pending_checksums(manager)
 
 
+# tensorstore (orbax's writer) reports a failed system call as a ValueError whose text
+# carries the errno: "... Failed writing: "PATH": ... [os_error_code='28']" (ENOSPC)
+_TENSORSTORE_OS_ERROR = re.compile(r"os_error_code='(\d+)'")
+_TENSORSTORE_PATH = re.compile(r'Failed (?:writing|to write)[^"]*"([^"]+)"')
+
+
+def os_error_in(error: BaseException | None) -> OSError | None:
+    """The operating-system failure behind ``error``: an ``OSError`` in its cause/context
+    chain, or one rebuilt from a tensorstore error's ``os_error_code`` (a full disk
+    surfaces as such a ValueError, not as an OSError); None if there is none."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        code = _TENSORSTORE_OS_ERROR.search(str(error))
+        if code:
+            path = _TENSORSTORE_PATH.search(str(error))
+            errno_ = int(code.group(1))
+            return OSError(errno_, os.strerror(errno_), path.group(1) if path else None)
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class _reporting_write_failure:
     """Turn an OSError from writing ``step`` (raised by orbax directly or from its
     background thread, possibly wrapped) into :class:`CheckpointWriteError`."""
@@ -105,9 +128,7 @@ class _reporting_write_failure:
     def __exit__(self, kind, error, tb):
         if error is None or isinstance(error, CheckpointWriteError):
             return False
-        cause = error
-        while cause is not None and not isinstance(cause, OSError):
-            cause = cause.__cause__ or cause.__context__
+        cause = os_error_in(error)
         if cause is None:
             return False
         directory = os.fspath(self.manager.directory)

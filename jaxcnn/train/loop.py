@@ -122,6 +122,138 @@ def evaluate_model(model, params, state, test_batches: Iterable[Batch], *, preci
     return finish_eval({k: sum(float(s[k]) for s in sums) for k in ("loss_sum", "correct", "count")})
 
 
+def _check_out_dir(out_dir, resume: bool) -> None:
+    """Refuse to start a new run where one already is (before anything is built)."""
+    if not resume and any(os.path.exists(os.path.join(out_dir, n)) for n in (rundir.METRICS, rundir.CHECKPOINTS)):
+        raise rundir.RunDirError(f"out_dir {out_dir} already holds a run (checkpoints or metrics); resume it with "
+                                 f"resume=True or use another directory")
+    if os.path.isdir(out_dir):
+        rundir.check_inside(out_dir, rundir.CONFIG, rundir.METRICS, rundir.CHECKPOINTS)
+
+
+class _RunFiles:
+    """The run directory's side of ``fit``: config.json written once, the checkpoint
+    restored on resume (and metrics.jsonl cut back to it), each evaluation's record
+    appended and each checkpoint saved. Without a directory every method does nothing."""
+
+    def __init__(self, host_state, manager=None, writer=None, start_epoch=0, start_in_epoch=0, last_saved=None):
+        self.host_state, self.manager, self.writer = host_state, manager, writer
+        self.start_epoch, self.start_in_epoch, self.last_saved = start_epoch, start_in_epoch, last_saved
+
+    @classmethod
+    def open(cls, out_dir, *, resume: bool, config, primary: bool, keep: int, host_state, seed: int) -> "_RunFiles":
+        os.makedirs(out_dir, exist_ok=True)
+        ckpt_dir = os.path.join(out_dir, rundir.CHECKPOINTS)
+        if config is not None and primary and rundir.read_config(out_dir) is None:
+            rundir.write_config(out_dir, config)
+        files = cls(host_state)
+        if resume and ckpt.step_dirs(ckpt_dir):
+            # the newest intact step; damaged newer ones are reported and moved aside
+            # (before the manager lists the steps), so they can be saved again
+            files.host_state, position, _ = ckpt.restore_train_state(ckpt_dir, host_state, move_damaged=primary)
+            if position["seed"] != seed:
+                raise ValueError(f"checkpoint in {out_dir} was written with seed {position['seed']}, "
+                                 f"this run has seed {seed}; the data order would differ")
+            files.start_epoch, files.start_in_epoch = position["epoch"], position["step_in_epoch"]
+            files.last_saved = int(files.host_state.step)
+        if resume and primary:
+            # records after the restored step describe training that is redone now
+            rundir.truncate_metrics(os.path.join(out_dir, rundir.METRICS), files.last_saved or 0)
+        files.manager = ckpt.checkpoint_manager(ckpt_dir, max_to_keep=keep)
+        files.writer = MetricsWriter(os.path.join(out_dir, rundir.METRICS) if primary else None)
+        return files
+
+    def log(self, record: dict, bar) -> None:
+        """Append ``record`` to metrics.jsonl and print it as one line (``bar``: process 0's)."""
+        if self.writer is not None:
+            self.writer.write(record)
+        if bar is not None:  # one line per evaluation, with or without the progress bar
+            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+    def save(self, host_state, step: int, position: dict) -> None:
+        """Checkpoint ``host_state`` at ``step`` with its data position (asynchronous)."""
+        if self.manager is not None:
+            ckpt.save(self.manager, host_state, position)
+            self.last_saved = step
+
+    def close(self, failed: bool) -> None:
+        """Wait for the last save and write its checksums; while already failing, a second
+        error from cleaning up is not the one to report."""
+        if self.manager is None:
+            return
+        try:
+            ckpt.finish(self.manager)
+            self.manager.close()
+        except Exception:
+            if not failed:
+                raise
+
+
+class _Meter:
+    """Metrics between evaluations: device metrics fetched every ``log_every`` steps (the
+    only host syncs of the loop), checked finite, shown on the progress bar, and the
+    training time and images that make ``images_per_sec`` (compile and evaluation excluded)."""
+
+    def __init__(self, runner, files: _RunFiles, step: int, bar):
+        self.runner, self.files, self.bar = runner, files, bar
+        self.pending: list[Any] = []        # device metrics not yet fetched
+        self.window: list[dict] = []        # fetched metrics since the last evaluation
+        self.fetched_step = step            # metrics up to this step are on the host
+        self.images_per_step = None
+        self.first_step = True
+        self.train_time, self.window_images = 0.0, 0
+        self.t_run = self.t_mark = time.perf_counter()
+
+    def fetch(self) -> None:
+        host = self.runner.get_metrics(self.pending)  # blocks until those steps ran
+        now = time.perf_counter()
+        self.train_time += now - self.t_mark
+        self.window_images += len(self.pending) * self.images_per_step
+        self.t_mark = now
+        try:
+            check_finite(host, self.fetched_step + 1)
+        except NonFiniteLossError as e:
+            manager = self.files.manager
+            raise NonFiniteLossError(e.step, e.value, self.files.last_saved,
+                                     manager.directory if manager is not None else None, what=e.what) from None
+        self.bar.update(len(host))
+        self.fetched_step += len(host)
+        self.pending = []
+        self.window.extend(host)
+        recent = mean_metrics(host)
+        self.bar.set_postfix(loss=f"{recent['loss']:.4f}", acc=f"{recent['accuracy']:.3f}",
+                             img_s=f"{self.images_per_sec():.0f}")
+
+    def images_per_sec(self) -> float:
+        return self.window_images / max(self.train_time, 1e-9)
+
+    def record(self, step: int, steps_per_epoch: int) -> dict:
+        """The evaluation record's training part: the window's mean loss and accuracy."""
+        train_avg = mean_metrics(self.window)
+        return {"epoch": round(step / steps_per_epoch, 4), "step": step,
+                "train_loss": train_avg["loss"], "train_accuracy": train_avg["accuracy"]}
+
+    def exclude_compile(self) -> None:
+        """After the first step (which compiled): its time and images do not count."""
+        self.train_time, self.window_images, self.first_step = 0.0, 0, False
+
+    def start_window(self, paused_s: float = 0.0) -> None:
+        """Begin the next window; ``paused_s`` (an evaluation) is not counted as training."""
+        self.window, self.train_time, self.window_images = [], 0.0, 0
+        self.t_mark += paused_s
+
+
+def _stop_decision(stop: _StopOnSignal, due: bool, pending: int, log_every: int) -> int | None:
+    """The signal to stop on at this step, if any. With several processes every process
+    must stop at the same step (the save is collective): the local signals are combined
+    where all processes arrive alike (an evaluation or a metrics fetch)."""
+    if jax.process_count() == 1:
+        return stop.signum
+    if due or pending >= log_every:
+        return _agreed_signal(stop.signum)
+    return None
+
+
 def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_per_epoch: int, epochs: int,
         input_shape: tuple[int, ...], tx, loss: Callable, test_batches: Callable[[], Iterable[Batch]] | None = None,
         seed: int = 0, parallel: str = "none", backprop: str = DEFAULT_MODE, precision: str = "fp32",
@@ -152,142 +284,75 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
         raise ValueError(f"need steps_per_epoch >= 1 and epochs >= 1, got {steps_per_epoch} and {epochs}")
     if not isinstance(keep_checkpoints, int) or keep_checkpoints < 1:
         raise ValueError(f"fit: keep_checkpoints must be an int >= 1, got {keep_checkpoints!r}")
-    if out_dir is not None and not resume and any(
-            os.path.exists(os.path.join(out_dir, n)) for n in (rundir.METRICS, rundir.CHECKPOINTS)):
-        raise rundir.RunDirError(f"out_dir {out_dir} already holds a run (checkpoints or metrics); resume it with "
-                                 f"resume=True or use another directory")
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir (where the checkpoints are)")
+    if out_dir is not None:
+        _check_out_dir(out_dir, resume)
     primary = jax.process_index() == 0
     runner = make_runner(parallel, model, loss, tx, backprop=backprop, precision=precision, augment=augment,
                          devices=devices, auto_table=auto_table)
     init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
     host_state = jax.device_get(create_train_state(model, tx, init_key, input_shape))
-
-    start_epoch, start_in_epoch = 0, 0
-    last_saved = None
-    failed = False
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs out_dir (where the checkpoints are)")
-    manager = writer = None
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-        ckpt_dir = os.path.join(out_dir, rundir.CHECKPOINTS)
-        if config is not None and primary and rundir.read_config(out_dir) is None:
-            rundir.write_config(out_dir, config)
-        if resume and ckpt.step_dirs(ckpt_dir):
-            # the newest intact step; damaged newer ones are reported and moved aside
-            # (before the manager lists the steps), so they can be saved again
-            host_state, position, restored = ckpt.restore_train_state(ckpt_dir, host_state, move_damaged=primary)
-            if position["seed"] != seed:
-                raise ValueError(f"checkpoint in {out_dir} was written with seed {position['seed']}, "
-                                 f"this run has seed {seed}; the data order would differ")
-            start_epoch, start_in_epoch = position["epoch"], position["step_in_epoch"]
-            last_saved = int(host_state.step)
-        if resume and primary:
-            # records after the restored step describe training that is redone now
-            rundir.truncate_metrics(os.path.join(out_dir, rundir.METRICS), last_saved or 0)
-        manager = ckpt.checkpoint_manager(ckpt_dir, max_to_keep=keep_checkpoints)
-        writer = MetricsWriter(os.path.join(out_dir, rundir.METRICS) if primary else None)
-    step = int(host_state.step)
-    train_state = runner.put_state(host_state)
+    files = _RunFiles.open(out_dir, resume=resume, config=config, primary=primary, keep=keep_checkpoints,
+                           host_state=host_state, seed=seed) if out_dir is not None else _RunFiles(host_state)
+    step = int(files.host_state.step)
+    train_state = runner.put_state(files.host_state)
     total_steps = epochs * steps_per_epoch
-    images_per_step = None
     history: list[dict[str, Any]] = []
-
-    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (progress and primary), dynamic_ncols=True)
-    pending: list[Any] = []        # device metrics not yet fetched
-    window: list[dict] = []        # fetched metrics since the last evaluation
-    fetched_step = step            # metrics up to this step are on the host
-    train_time, window_images = 0.0, 0
-    t_run = t_mark = time.perf_counter()
-    first_step = True
-
-    def fetch():
-        nonlocal pending, fetched_step, t_mark, train_time, window_images
-        host = runner.get_metrics(pending)  # blocks until those steps ran
-        now = time.perf_counter()
-        train_time += now - t_mark
-        window_images += len(pending) * images_per_step
-        t_mark = now
-        try:
-            check_finite(host, fetched_step + 1)
-        except NonFiniteLossError as e:
-            raise NonFiniteLossError(e.step, e.value, last_saved, manager.directory if manager is not None else None,
-                                     what=e.what) from None
-        bar.update(len(host))
-        fetched_step += len(host)
-        pending = []
-        window.extend(host)
-        recent = mean_metrics(host)
-        bar.set_postfix(loss=f"{recent['loss']:.4f}", acc=f"{recent['accuracy']:.3f}",
-                        img_s=f"{window_images / max(train_time, 1e-9):.0f}")
+    meter = _Meter(runner, files, step, tqdm(total=total_steps, initial=step, unit="step",
+                                             disable=not (progress and primary), dynamic_ncols=True))
+    start_epoch, start_in_epoch = files.start_epoch, files.start_in_epoch
+    failed = False
 
     # ------------------------------------------------------------------ train
-    stop = _StopOnSignal(lambda: last_saved)
+    stop = _StopOnSignal(lambda: files.last_saved)
     try:
         stop.__enter__()
         for epoch in range(start_epoch, epochs):
             seen = start_in_epoch
             for batch in itertools.islice(train_batches(epoch, start_in_epoch), steps_per_epoch - start_in_epoch):
-                if images_per_step is None:
-                    images_per_step = len(batch["label"]) * jax.process_count()
+                if meter.images_per_step is None:
+                    meter.images_per_step = len(batch["label"]) * jax.process_count()
                 batch = {"image": batch["image"], "label": batch["label"]}  # training uses full batches
                 train_state, metrics = runner.train_step(train_state, runner.put_batch(batch), step_key)
-                pending.append(metrics)
+                meter.pending.append(metrics)
                 step, seen = step + 1, seen + 1
-                if first_step:  # compilation happens here: keep it out of images/s
-                    fetch()
-                    train_time, window_images, first_step = 0.0, 0, False
+                if meter.first_step:  # compilation happens here: keep it out of images/s
+                    meter.fetch()
+                    meter.exclude_compile()
                 epoch_done = seen == steps_per_epoch
                 due = (eval_every and step % eval_every == 0) or (not eval_every and epoch_done) or \
                     (epoch_done and epoch == epochs - 1)
-                if jax.process_count() == 1:
-                    stopping = stop.signum
-                elif due or len(pending) >= log_every:
-                    # every process must stop at the same step (the save is collective): the
-                    # local signals are combined here, where all processes arrive alike, and
-                    # only this agreed decision is acted on
-                    stopping = _agreed_signal(stop.signum)
-                else:
-                    stopping = None
+                stopping = _stop_decision(stop, due, len(meter.pending), log_every)
                 due = due or stopping is not None
-                if pending and (due or len(pending) >= log_every):
-                    fetch()
+                if meter.pending and (due or len(meter.pending) >= log_every):
+                    meter.fetch()
                 if not due:
                     continue
 
                 # -------------------------------------------------- evaluate + save
                 t_eval = time.perf_counter()
-                train_avg = mean_metrics(window)
-                record = {"epoch": round(step / steps_per_epoch, 4), "step": step,
-                          "train_loss": train_avg["loss"], "train_accuracy": train_avg["accuracy"]}
+                record = meter.record(step, steps_per_epoch)
                 if test_batches is not None:
                     test = evaluate(runner, train_state, test_batches())
                     record.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
-                record.update(images_per_sec=window_images / max(train_time, 1e-9),
-                              wall_s=time.perf_counter() - t_run)
+                record.update(images_per_sec=meter.images_per_sec(), wall_s=time.perf_counter() - meter.t_run)
                 if stopping is not None:
                     record["stopped_by"] = signal.Signals(stopping).name
                 history.append(record)
-                if writer is not None:
-                    writer.write(record)
-                if primary:  # one line per evaluation, with or without the progress bar
-                    bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                       for k, v in record.items()))
-                if manager is not None:
-                    position = {"epoch": epoch + 1 if epoch_done else epoch,
-                                "step_in_epoch": 0 if epoch_done else seen, "seed": seed}
-                    ckpt.save(manager, runner.get_state(train_state), position)
-                    last_saved = step
-                window, train_time, window_images = [], 0.0, 0
-                t_mark += time.perf_counter() - t_eval  # evaluation time is not training time
+                files.log(record, meter.bar if primary else None)
+                files.save(runner.get_state(train_state) if files.manager is not None else None, step,
+                           {"epoch": epoch + 1 if epoch_done else epoch,
+                            "step_in_epoch": 0 if epoch_done else seen, "seed": seed})
+                meter.start_window(paused_s=time.perf_counter() - t_eval)  # evaluation is not training time
                 if stopping is not None:
-                    raise Interrupted(stopping, step, out_dir if manager is not None else None)
+                    raise Interrupted(stopping, step, out_dir if files.manager is not None else None)
             if seen != steps_per_epoch:
                 raise ValueError(f"train_batches({epoch}, start_step) yielded {seen} batches, expected steps_per_epoch="
                                  f"{steps_per_epoch}")
             start_in_epoch = 0
-        if pending:
-            fetch()
+        if meter.pending:
+            meter.fetch()
     except (Interrupted, NonFiniteLossError):
         raise  # every process stops here alike: the saves can be finished
     except BaseException:
@@ -295,21 +360,11 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
         # With several processes a failure here is usually a lost peer; orbax's pending
         # save would wait at a cross-process barrier until jax's heartbeat timeout
         # (minutes). The checkpoints already committed are complete on disk.
-        if jax.process_count() > 1:
-            manager = None
-        if isinstance(sys.exc_info()[1], ckpt.CheckpointWriteError):
-            manager = None   # nothing more can be written there; orbax's writer may be wedged
+        if jax.process_count() > 1 or isinstance(sys.exc_info()[1], ckpt.CheckpointWriteError):
+            files.manager = None   # nothing more can be written there; orbax's writer may be wedged
         raise
     finally:
         stop.__exit__()
-        bar.close()
-        if manager is not None:
-            try:
-                ckpt.finish(manager)  # wait for the last save and write its checksums
-                manager.close()
-            except Exception:
-                if not failed:
-                    raise
-                # already failing (e.g. a checkpoint that could not be written): that
-                # error is the one to report, not a second one from cleaning up after it
-    return FitResult(train_state=runner.get_state(train_state), history=history, last_checkpoint=last_saved)
+        meter.bar.close()
+        files.close(failed)
+    return FitResult(train_state=runner.get_state(train_state), history=history, last_checkpoint=files.last_saved)

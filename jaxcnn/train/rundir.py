@@ -13,7 +13,19 @@ it: :func:`claim` refuses, or with ``overwrite`` moves the old run aside (to
 ``RUN.old-<time>``) -- nothing is deleted. On resume ``metrics.jsonl`` is cut back to the
 restored step (:func:`truncate_metrics`), so it is always one increasing sequence.
 
-The functions here touch only files; flag parsing stays in the CLI.
+Every path written or deleted resolves inside the run directory (:func:`check_inside`):
+a ``checkpoints`` symlinked into another run is refused, not written through.
+
+:func:`open_run` is the one reader of a saved run that every command uses: it finds the
+directory, reads ``config.json`` (:func:`read_config`: a regular, bounded file holding a
+JSON object), rebuilds the model and restores the parameters (orbax, or through the
+``restore_compressed`` reader :mod:`jaxcnn.compress` passes for a compressed run). A run
+whose model is user code (``"pkg.mod:function"`` or ``"path/file.py:function"``, not a
+zoo name) is rebuilt only when the caller names the same code again
+(``trusted_model``), as ``trust_remote_code`` works elsewhere: a shared run directory
+cannot make ``jaxcnn eval`` import and call code the user did not ask for.
+
+Flag parsing stays in the CLI.
 """
 from __future__ import annotations
 
@@ -22,11 +34,15 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
+
+from .. import config as settings
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+COMPRESSED = "compressed"       # config.json's entry describing a `jaxcnn compress` run
+MAX_CONFIG_BYTES = 16 << 20
 
 # What makes two runs the same run. Changing one of these on --resume would silently
 # continue a different experiment (or fail inside orbax for a different model).
@@ -40,6 +56,10 @@ EXTENDABLE = ("epochs",)
 
 class RunDirError(ValueError):
     """A run directory would be mixed, overwritten or resumed with a different identity."""
+
+
+class UntrustedModelError(RunDirError):
+    """A run's model is user code that the command line did not name."""
 
 
 def _flag(field: str) -> str:
@@ -65,44 +85,191 @@ def holds_run(path: str | os.PathLike) -> bool:
     return any(os.path.exists(os.path.join(path, name)) for name in (CONFIG, METRICS, CHECKPOINTS))
 
 
-def read_config(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The run's saved ``config.json``, or None if there is none."""
+def read_config(path: str | os.PathLike, *, required: bool = False) -> dict[str, Any] | None:
+    """The run's saved ``config.json`` (a JSON object), or None if there is none
+    (``required``: a :class:`RunDirError` saying what to pass instead). A file that is
+    not a regular file, is larger than :data:`MAX_CONFIG_BYTES`, or is not a JSON object
+    is a :class:`RunDirError` naming it."""
     file = os.path.join(path, CONFIG)
-    if not os.path.exists(file):
+    if not os.path.lexists(file):
+        if required:
+            raise RunDirError(f"no {CONFIG} in {path}: pass the directory given to `jaxcnn train --out` "
+                              f"(or `jaxcnn compress --out`)")
         return None
     try:
-        with open(file) as f:
-            return json.load(f)
+        saved = json.loads(settings.read_regular_file(file, MAX_CONFIG_BYTES))
+    except OSError as e:
+        raise RunDirError(f"{file} cannot be read ({e})") from None
     except ValueError as e:
         raise RunDirError(f"{file} is not valid JSON ({e}); the run's identity is unknown, so it cannot be "
                           f"resumed") from None
+    if not isinstance(saved, dict):
+        raise RunDirError(f"{file} holds a JSON {type(saved).__name__}, not a run's config object")
+    return saved
+
+
+def is_compressed(saved: dict[str, Any]) -> bool:
+    """Whether ``saved`` (a config.json) describes a ``jaxcnn compress`` run."""
+    return bool(saved.get(COMPRESSED))
+
+
+def check_inside(run_dir: str | os.PathLike, *names: str) -> None:
+    """:class:`RunDirError` if ``run_dir/<name>`` (existing or not) resolves outside
+    ``run_dir`` -- e.g. ``checkpoints`` made a symlink into another run, which writing
+    or pruning checkpoints would otherwise change."""
+    root = os.path.realpath(run_dir)
+    for name in names:
+        path = os.path.join(run_dir, name)
+        real = os.path.realpath(path)
+        if os.path.commonpath([root, real]) != root or real == root:
+            raise RunDirError(f"{path} resolves to {real}, outside the run directory {root}; jaxcnn writes only "
+                              f"inside a run directory (replace the link with a directory)")
+
+
+def run_directory(path: str | os.PathLike) -> str:
+    """The run directory for ``path`` (the directory itself or its ``checkpoints/``);
+    a :class:`RunDirError` if it holds no ``config.json``."""
+    run_dir = os.path.abspath(path)
+    if os.path.basename(run_dir) == CHECKPOINTS:
+        run_dir = os.path.dirname(run_dir)
+    read_config(run_dir, required=True)
+    return run_dir
+
+
+def is_user_code(model: str) -> bool:
+    """Whether a run's ``model`` names user code (``"module:function"``), not a zoo model."""
+    return ":" in model
+
+
+def check_trusted(saved: dict[str, Any], trusted_model: str | None, where: str) -> str:
+    """The run's ``model`` name if it may be built: a zoo name always, user code only when
+    ``trusted_model`` names the same code; else an :class:`UntrustedModelError` naming
+    the module and how to load it (nothing is imported)."""
+    model = saved.get("model")
+    if not isinstance(model, str) or not model:
+        raise RunDirError(f"{where}/{CONFIG}: 'model' must be a model name, got {model!r}")
+    if is_user_code(model) and trusted_model != model:
+        module = model.rpartition(":")[0]
+        raise UntrustedModelError(
+            f"{where} was trained with user code {model!r} (module {module}); jaxcnn imports it only when you name "
+            f"it: pass --model {model} to run that code")
+    return model
+
+
+def build_model(saved: dict[str, Any], *, trusted_model: str | None = None, where: str = "the run"):
+    """The run's model rebuilt from its config (zoo name or trusted user code, with the
+    run's model options and class count)."""
+    from ..models import create
+    name = check_trusted(saved, trusted_model, where)
+    options = saved.get("model_option", [])
+    try:
+        options = dict(options)
+    except (TypeError, ValueError):
+        raise RunDirError(f"{where}/{CONFIG}: 'model_option' must be a list of [key, value] pairs, "
+                          f"got {options!r}") from None
+    return create(name, num_classes=saved.get("num_classes"), **options)
+
+
+class Run(NamedTuple):
+    """A saved run, opened: its directory, config, rebuilt model and restored parameters."""
+    run_dir: str
+    config: dict[str, Any]
+    model: Any
+    params: Any
+    state: Any
+    step: int
+
+
+def check_params_match(model, params, state, saved: dict[str, Any], where: str) -> None:
+    """:class:`RunDirError` unless ``params``/``state`` have the tree and shapes ``model``
+    initialises for the run's image shape (a checkpoint or compressed file of another
+    model must not be evaluated as this run's)."""
+    import jax
+    image_shape = saved.get("image_shape")
+    if not image_shape:
+        return
+    expected = jax.eval_shape(lambda key: model.init(key, (1, *image_shape)), jax.random.PRNGKey(0))
+
+    def shapes(tree):
+        return jax.tree.map(lambda a: tuple(getattr(a, "shape", ())), tree)
+    try:
+        same = jax.tree.structure(shapes(expected)) == jax.tree.structure(shapes((params, state))) and \
+            jax.tree.leaves(shapes(expected)) == jax.tree.leaves(shapes((params, state)))
+    except Exception:          # a tree jax cannot even compare
+        same = False
+    if not same:
+        raise RunDirError(f"{where}: the saved parameters do not match the run's model {saved.get('model')!r} "
+                          f"(different layers or shapes); the file belongs to another model")
+
+
+def open_run(path: str | os.PathLike, step: int | None = None, *, trusted_model: str | None = None,
+             restore_compressed: Callable[[str, dict, int | None], tuple] | None = None) -> Run:
+    """Open the run at ``path`` (its directory or ``checkpoints/``): config, model (see
+    :func:`check_trusted`) and the parameters of checkpoint ``step`` (default: the newest
+    intact one; a damaged newer one is reported). A compressed run is restored with
+    ``restore_compressed(run_dir, config, step) -> (params, state, step)`` (what
+    :func:`jaxcnn.compress.open_run` passes); without it, a :class:`RunDirError`.
+    Parameters that do not match the model are refused (:func:`check_params_match`)."""
+    from .checkpoint import restore_params
+    run_dir = run_directory(path)
+    saved = read_config(run_dir, required=True)
+    model = build_model(saved, trusted_model=trusted_model, where=run_dir)
+    if is_compressed(saved):
+        if restore_compressed is None:
+            raise RunDirError(f"{run_dir} is a compressed run (`jaxcnn compress`); open it with "
+                              f"jaxcnn.compress.open_run")
+        params, state, found = restore_compressed(run_dir, saved, step)
+    else:
+        check_inside(run_dir, CHECKPOINTS)
+        params, state, found = restore_params(os.path.join(run_dir, CHECKPOINTS), step)
+    check_params_match(model, params, state, saved, run_dir)
+    return Run(run_dir, saved, model, params, state, found)
 
 
 def claim(path: str | os.PathLike, *, resume: bool, overwrite: bool = False) -> str | None:
     """Check that a run may use directory ``path``; returns where an old run was moved, if any.
 
-    * ``resume``: ``path`` must hold a run with a ``config.json`` (or not exist yet / be
-      empty: the run starts fresh, so "always pass --resume" scripts work).
+    * ``resume``: ``path`` must hold a training run with a ``config.json`` (a missing
+      directory is a typo to report, not a fresh start; a compressed run cannot be
+      trained further).
     * otherwise ``path`` must not hold a run, unless ``overwrite`` moves it aside.
+
+    Nothing is created or changed when it refuses (a :class:`RunDirError`).
     """
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not os.path.isdir(path):
         raise RunDirError(f"--out {path} is a file, not a run directory")
     if resume and overwrite:
         raise RunDirError("--resume continues the run in --out and --overwrite moves it aside; pass one of them")
-    if not holds_run(path):
-        return None
+    if os.path.isdir(path):
+        check_inside(path, CONFIG, METRICS, CHECKPOINTS)
     if resume:
-        if not os.path.exists(os.path.join(path, CONFIG)):
-            raise RunDirError(f"--resume: {path} has checkpoints or metrics but no {CONFIG}; its identity is "
-                              f"unknown, so it cannot be resumed safely (start a new run in another --out)")
+        if not os.path.isdir(path):
+            raise RunDirError(f"--resume: {path} does not exist; give the --out of the run to continue (to start "
+                              f"a new run, drop --resume)")
+        saved = read_config(path)
+        if saved is None:
+            what = "has checkpoints or metrics but" if holds_run(path) else "holds"
+            raise RunDirError(f"--resume: {path} {what} no {CONFIG}; its identity is unknown, so it cannot be "
+                              f"resumed safely (start a new run in another --out)")
+        if is_compressed(saved):
+            raise RunDirError(f"--resume: {path} is a compressed run (`jaxcnn compress`), not a training run; "
+                              f"resume the run it was made from, {saved[COMPRESSED].get('source', 'its source')}")
+        return None
+    if not holds_run(path):
         return None
     if not overwrite:
         raise RunDirError(f"--out {path} already holds a run; pass --resume to continue it or --overwrite to "
                           f"move it aside (nothing is deleted)")
+    return move_aside(path)
+
+
+def move_aside(path: str | os.PathLike) -> str:
+    """Rename ``path`` to a free ``<path>.old-<time>[-n]`` beside it (nothing deleted); returns the new name."""
+    path = os.fspath(path)
     dest = f"{path}.old-{time.strftime('%Y%m%d-%H%M%S')}"
     n = 1
-    while os.path.exists(dest):
+    while os.path.lexists(dest):
         dest, n = f"{path}.old-{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
     shutil.move(path, dest)
     return dest

@@ -96,7 +96,7 @@ def load() -> bool:
 
 def _load() -> bool:
     if not config.flag(ENV):
-        _state["reason"] = f"switched off by {ENV}=0"
+        _state["reason"] = f"switched off by {ENV}={os.environ.get(ENV)}"
         return False
     try:
         import jax
