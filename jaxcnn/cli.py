@@ -99,6 +99,7 @@ def apply_xla_tuning(environ=os.environ, probe=None) -> None:
 COMMANDS = [
     "train",
     "eval",
+    "export",
     "checkpoints",
     "demo",
     "summary",
