@@ -106,3 +106,20 @@ def test_every_other_zoo_model_lowers_for_accelerators(name):
     for platform in ("cuda", "tpu"):
         for parallel in ("none", "sharded"):
             check_lowers(name, platform, parallel)
+
+
+def test_bench_gpu_says_there_is_no_gpu_and_exits_0():
+    """experiments/bench_gpu.py on a machine without a GPU: one line, status 0."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    if jax.default_backend() != "cpu":
+        pytest.skip(f"this machine has a {jax.default_backend()}: the benchmark would run")
+    script = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "bench_gpu.py"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env=dict(env, JAX_PLATFORMS="cpu"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("no GPU: jax") and "nothing to measure" in r.stdout, r.stdout
+    assert len(r.stdout.strip().splitlines()) == 1
