@@ -14,6 +14,7 @@ from . import config
 COMMANDS = [
     "train",
     "eval",
+    "export",
     "checkpoints",
     "demo",
     "summary",

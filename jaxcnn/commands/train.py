@@ -171,16 +171,44 @@ def resolve_args(args) -> tuple[argparse.Namespace, dict | None, dict | None]:
     return argparse.Namespace(**settings), saved, extension
 
 
+def join_cluster(args) -> bool:
+    """With no ``--coordinator``: join the multi-process run of the cluster this process
+    was started in (a SLURM job step, a Cloud TPU pod; :func:`jaxcnn.train.distributed.detect_cluster`),
+    filling ``args.coordinator/num_processes/process_id`` from it. False outside one and
+    for a job of one process."""
+    from ..train import distributed
+    try:
+        cluster = distributed.detect_cluster(timeout_s=args.coordinator_timeout)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if cluster is None or cluster.num_processes == 1:
+        return False
+    _check(args.parallel != "none", f"this process is process {cluster.process_id} of a {cluster.describe()} "
+           f"(detected from its environment): a multi-process run needs --parallel pmap or sharded, got "
+           f"--parallel {args.parallel}")
+    _check(args.batch_size % cluster.num_processes == 0,
+           f"--batch-size {args.batch_size} does not divide over the {cluster.describe()}")
+    args.coordinator, args.num_processes, args.process_id = (cluster.coordinator_address, cluster.num_processes,
+                                                             cluster.process_id)
+    try:
+        distributed.initialize_cluster(cluster, timeout_s=args.coordinator_timeout)
+    except ConnectionError as e:
+        raise UsageError(str(e)) from None
+    return True
+
+
 def run(args) -> int:
     args, saved, extension = resolve_args(args)
     watch = None
+    from ..train import distributed
     if args.coordinator:  # before anything initialises a jax backend
-        from ..train import distributed
         try:
             distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                                    timeout_s=args.coordinator_timeout)
         except ConnectionError as e:
             raise UsageError(str(e)) from None
+        watch = distributed.watch_peers()
+    elif join_cluster(args):  # started by srun / on a TPU pod: its environment says how
         watch = distributed.watch_peers()
     try:
         return _train(args, saved, extension)
@@ -256,6 +284,11 @@ def _train(args, saved, extension) -> int:
         from ..train import distributed
         distributed.check_same_config(config, rundir.IDENTITY + rundir.DATA_FACTS + rundir.EXTENDABLE,
                                       timeout_s=args.coordinator_timeout)
+    if proc == 0:  # the first line: what runs where
+        processes = f" in {n_proc} processes" if n_proc > 1 else ""
+        print(f"training {args.model} on {args.dataset} ({len(train)} train / {len(test)} test, "
+              f"{steps} steps/epoch x {args.epochs} epochs, parallel={args.parallel}) on {jax.device_count()} "
+              f"{jax.devices()[0].platform} device(s){processes} -> {out}", file=sys.stderr)
     if proc == 0:  # the run's identity, written once, now that everything was validated
         if args.overwrite:
             moved = rundir.claim(out, resume=False, overwrite=True)
@@ -268,10 +301,6 @@ def _train(args, saved, extension) -> int:
             rundir.record_extension(out, saved, extension, at_step=done)
             print(f"extending the run from {extension['epochs'][0]} to {extension['epochs'][1]} epochs "
                   f"(recorded in config.json)", file=sys.stderr)
-    if proc == 0:
-        print(f"training {args.model} on {args.dataset} ({len(train)} train / {len(test)} test, "
-              f"{steps} steps/epoch x {args.epochs} epochs, parallel={args.parallel} on {jax.device_count()} "
-              f"device(s)) -> {out}", file=sys.stderr)
 
     # ---------------------------------------------------------------- train
     try:

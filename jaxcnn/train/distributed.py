@@ -19,6 +19,11 @@ What jax does by itself on a failure, and what is added here:
 * processes started with different settings would hang or silently diverge:
   :func:`check_same_config` compares every process's config with process 0's at start
   and names the first differing field.
+
+Started by a cluster (``srun`` under SLURM, a Cloud TPU pod slice), a process needs no
+``--coordinator`` flags: :func:`detect_cluster` reads what ``jax.distributed.initialize()``
+itself would detect (the ``SLURM_*`` variables, the TPU worker environment) and
+:func:`initialize_cluster` joins that run with the same fast failures.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 
@@ -60,20 +65,28 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, *,
     if num_processes < 1 or not 0 <= process_id < num_processes:
         raise ValueError(f"need 0 <= process_id < num_processes, got process_id={process_id}, "
                          f"num_processes={num_processes}")
+    _join(coordinator_address, num_processes, process_id, "--coordinator", cpu_collectives=cpu_collectives,
+          timeout_s=timeout_s, heartbeat_timeout_s=heartbeat_timeout_s)
+
+
+def _join(coordinator_address: str, num_processes: int, process_id: int, source: str, *,
+          cpu_collectives: str, timeout_s: float, heartbeat_timeout_s: int, **jax_kwargs) -> None:
+    """``jax.distributed.initialize`` under a watchdog; ``source`` says where the address
+    came from (a flag or a cluster's environment) in the messages."""
     if not timeout_s > 0:
         raise ValueError(f"coordinator timeout must be > 0 seconds, got {timeout_s}")
     host, port = parse_address(coordinator_address)
     try:
         socket.getaddrinfo(host, port)
     except socket.gaierror as e:
-        raise ConnectionError(f"cannot resolve the coordinator host {host!r} of --coordinator "
+        raise ConnectionError(f"cannot resolve the coordinator host {host!r} of {source} "
                               f"{coordinator_address} ({e.strerror})") from None
 
     def expired():
         if process_id == 0:
             die(f"not every one of the {num_processes} processes joined the run at {coordinator_address} within "
-                 f"{timeout_s:g} s (--coordinator-timeout); start the others with the same --coordinator")
-        die(f"could not join the run at coordinator {coordinator_address} within {timeout_s:g} s "
+                 f"{timeout_s:g} s (--coordinator-timeout); start the others with the same {source}")
+        die(f"could not join the run at coordinator {coordinator_address} ({source}) within {timeout_s:g} s "
              f"(--coordinator-timeout): is process 0 running there and reachable?")
 
     watchdog = threading.Timer(timeout_s, expired)
@@ -84,9 +97,70 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, *,
         # jax's own deadline lies past the watchdog's, so the one-line message wins over its abort
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                    process_id=process_id, initialization_timeout=int(timeout_s) + 30,
-                                   heartbeat_timeout_seconds=heartbeat_timeout_s)
+                                   heartbeat_timeout_seconds=heartbeat_timeout_s, **jax_kwargs)
     finally:
         watchdog.cancel()
+
+
+# The cluster environments of jax's detection (jax._src.clusters, by their ``name``) that
+# a process joins by itself. Left out: Kubernetes (every pod of a cluster has its
+# variables, most are not multi-process jobs), MPI (opt-in in jax too).
+AUTO_CLUSTERS = {"slurm": "SLURM job", "gcetpu": "Cloud TPU pod (GCE)", "gketpu": "Cloud TPU pod (GKE)"}
+
+
+class Cluster(NamedTuple):
+    """A multi-process run as a cluster's environment describes it."""
+    name: str                  # jax's cluster detection method: "slurm", "gcetpu", "gketpu"
+    coordinator_address: str   # HOST:PORT of process 0
+    num_processes: int
+    process_id: int
+
+    def describe(self) -> str:
+        return f"{AUTO_CLUSTERS.get(self.name, self.name)} of {self.num_processes} processes"
+
+
+def detect_cluster(*, timeout_s: float = 60.0) -> Cluster | None:
+    """The cluster this process was started in, as ``jax.distributed.initialize()`` with
+    no arguments detects it (its own detectors, restricted to :data:`AUTO_CLUSTERS`), or
+    None outside one. SLURM: ``SLURM_JOB_ID``, ``SLURM_STEP_NODELIST`` (process 0 runs on
+    its first host), ``SLURM_NTASKS``, ``SLURM_PROCID`` and ``SLURM_LOCALID``, as ``srun``
+    sets them; the port is jax's (derived from the job id) unless ``JAX_COORDINATOR_PORT``
+    is set, and ``JAX_COORDINATOR_ADDRESS`` replaces the address. A variable that does
+    not parse raises ``ValueError`` naming it."""
+    try:
+        from jax._src import clusters
+        kinds = list(clusters.ClusterEnv._cluster_types)
+    except (ImportError, AttributeError):   # a jax without these detectors detects nothing either
+        return None
+    for kind in kinds:
+        if getattr(kind, "name", None) not in AUTO_CLUSTERS or not kind.is_env_present():
+            continue
+        try:
+            address = os.environ.get("JAX_COORDINATOR_ADDRESS") or kind.get_coordinator_address(
+                timeout_secs=int(timeout_s), override_coordinator_port=os.environ.get("JAX_COORDINATOR_PORT"))
+            count, index = int(kind.get_process_count()), int(kind.get_process_id())
+        except (ValueError, TypeError, KeyError) as e:
+            shown = {k: v for k, v in os.environ.items() if k.startswith(("SLURM_JOB_ID", "SLURM_STEP_NODELIST",
+                                                                         "SLURM_NTASKS", "SLURM_PROCID",
+                                                                         "SLURM_LOCALID", "JAX_COORDINATOR"))}
+            raise ValueError(f"the {AUTO_CLUSTERS[kind.name]} environment does not describe a run: {e} "
+                             f"(variables: {shown})") from None
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"the {AUTO_CLUSTERS[kind.name]} environment gives process id {index} of {count} "
+                             f"processes; expected 0 <= id < count")
+        return Cluster(kind.name, address, count, index)
+    return None
+
+
+def initialize_cluster(cluster: Cluster, *, cpu_collectives: str = "gloo", timeout_s: float = 60.0,
+                       heartbeat_timeout_s: int = 100) -> None:
+    """Join ``cluster``'s run (:func:`detect_cluster`) as :func:`initialize` joins one:
+    jax's detection fills in what the cluster adds (under SLURM, ``SLURM_LOCALID``
+    selects this process's GPU), a run that cannot form ends within ``timeout_s`` with
+    one line."""
+    _join(cluster.coordinator_address, cluster.num_processes, cluster.process_id,
+          f"the {AUTO_CLUSTERS.get(cluster.name, cluster.name)}'s environment", cpu_collectives=cpu_collectives,
+          timeout_s=timeout_s, heartbeat_timeout_s=heartbeat_timeout_s, cluster_detection_method=cluster.name)
 
 
 def _client():
