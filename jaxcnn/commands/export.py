@@ -21,6 +21,7 @@ import sys
 
 from . import HelpFormatter
 from .errors import UsageError
+from .runs import add_trust_flag
 
 # max |exported - library| / max(1, max |library|) accepted by the read-back check
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
@@ -40,6 +41,7 @@ def register(subparsers) -> None:
                    help="fix the artifact's batch size (default: any batch size)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_trust_flag(p)
     p.set_defaults(func=run)
 
 
@@ -70,11 +72,11 @@ def check_out(path: str, overwrite: bool) -> None:
         raise UsageError(f"--out {path}: directory {parent} does not exist")
 
 
-def load(path: str, step: int | None):
-    """The run to export: ``(run_dir, config, model, params, state, step)``. The one place
-    this command opens a run (the reader ``jaxcnn eval`` uses)."""
+def load(path: str, step: int | None, trusted_model: str | None = None):
+    """The run to export: ``(run_dir, config, model, params, state, step)``, opened by
+    :func:`jaxcnn.train.rundir.open_run` (the trust rule for user models included)."""
     from .runs import open_run
-    return open_run(path, step)
+    return open_run(path, step, trusted_model)
 
 
 def _field(config: dict, name: str, run_dir: str):
@@ -97,7 +99,7 @@ def run(args) -> int:
 
     from ..interop.export import export_inference, inference_function, write_artifact
 
-    run_dir, config, model, params, state, step = load(args.run, args.step)
+    run_dir, config, model, params, state, step = load(args.run, args.step, args.model)
     image_shape = tuple(_field(config, "image_shape", run_dir))
     norm = _field(config, "normalization", run_dir)
     precision = config.get("precision", "fp32")
