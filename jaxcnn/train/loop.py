@@ -191,7 +191,10 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     images_per_step = None
     history: list[dict[str, Any]] = []
 
-    bar = tqdm(total=total_steps, initial=step, unit="step", disable=not (progress and primary), dynamic_ncols=True)
+    # disable=None: tqdm draws no bar when stderr is not a terminal (no carriage-return
+    # lines in a redirected log); the per-evaluation lines are printed either way
+    bar = tqdm(total=total_steps, initial=step, unit="step", disable=None if progress and primary else True,
+               dynamic_ncols=True)
     pending: list[Any] = []        # device metrics not yet fetched
     window: list[dict] = []        # fetched metrics since the last evaluation
     fetched_step = step            # metrics up to this step are on the host
