@@ -36,6 +36,7 @@ def shuffle_unit(in_ch: int, out_ch: int, stride: int):
 
 
 def shufflenet_v2(num_classes: int = 1000, size: str = "x1_0", repeats=(4, 8, 4)) -> Model:
+    """A ShuffleNetV2 of width ``size`` (a key of :data:`STAGES`; see :func:`shufflenet_v2_x1_0`)."""
     ch = STAGES[size]
     items = [("conv1", serial(Conv(ch[0], 3, 2, 1, use_bias=False), BatchNorm(), Relu())),
              ("maxpool", MaxPool(3, 2, 1))]
@@ -51,4 +52,10 @@ def shufflenet_v2(num_classes: int = 1000, size: str = "x1_0", repeats=(4, 8, 4)
 
 
 def shufflenet_v2_x1_0(num_classes: int = 1000) -> Model:
+    """ShuffleNetV2 x1.0 (Ma, Zhang, Zheng & Sun, "ShuffleNet V2: Practical Guidelines for
+    Efficient CNN Architecture Design", ECCV 2018), torchvision's module names.
+
+    Input: 224x224x3 (NHWC; >= 32x32 works). Options: ``num_classes``. Returns a
+    :class:`Model`; 2,278,604 parameters at the defaults.
+    """
     return shufflenet_v2(num_classes, "x1_0")
