@@ -82,7 +82,7 @@ def draw(run_dir: str, out: str) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "gallery"))
+    parser.add_argument("--out", default=os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "gallery")))
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
