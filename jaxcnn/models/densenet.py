@@ -27,6 +27,7 @@ def dense_block(num_layers: int, growth: int, bn_size: int):
 
 
 def transition(features: int):
+    """BN-ReLU-1x1 conv to ``features`` channels, then 2x2 average pooling (between dense blocks)."""
     return serial(("norm", BatchNorm()), ("relu", Relu()), ("conv", Conv(features, 1, use_bias=False)),
                   ("pool", AvgPool(2, 2)))
 

@@ -16,6 +16,8 @@ STAGES = {"x0_5": [24, 48, 96, 192, 1024], "x1_0": [24, 116, 232, 464, 1024],
 
 
 def shuffle_unit(in_ch: int, out_ch: int, stride: int):
+    """One ShuffleNetV2 unit from ``in_ch`` to ``out_ch`` channels: stride 1 splits the
+    channels, stride 2 transforms the whole input twice; a 2-group channel shuffle ends it."""
     branch = out_ch // 2
     layers = {}
     if stride > 1:

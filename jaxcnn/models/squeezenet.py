@@ -9,6 +9,8 @@ from .base import Model
 
 
 def fire(squeeze: int, expand1x1: int, expand3x3: int):
+    """A Fire module: 1x1 squeeze to ``squeeze`` channels, then 1x1 (``expand1x1``) and 3x3
+    (``expand3x3``) expansions concatenated on channels, each followed by ReLU."""
     layers = {"squeeze": Conv(squeeze, 1), "squeeze_activation": Relu(),
               "expand1x1": Conv(expand1x1, 1), "expand1x1_activation": Relu(),
               "expand3x3": Conv(expand3x3, 3, padding=1), "expand3x3_activation": Relu()}

@@ -10,6 +10,7 @@ from .base import Model
 
 
 def double_conv(features: int):
+    """Two 3x3 'same' conv (no bias) -> BN -> ReLU blocks of ``features`` channels."""
     return serial(Conv(features, 3, padding=1, use_bias=False), BatchNorm(), Relu(),
                   Conv(features, 3, padding=1, use_bias=False), BatchNorm(), Relu())
 
