@@ -1,5 +1,5 @@
 """First-layer convolutions (1-3 input channels) on XLA CPU: ``lax.conv_general_dilated``
-against the same conv as shifted multiply-adds (``jaxcnn.backprop.fast.conv``, what
+against the same conv as shifted multiply-adds (``jaxcnn.kernels.xla.conv``, what
 ``backprop="auto"`` uses), forward and the weight gradient (a first layer's input is data, so a train step
 needs just these two; the ``dw`` timing holds no forward: XLA drops the unused primal).
 
@@ -26,7 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxcnn import ops  # noqa: E402
-from jaxcnn.backprop.fast import conv as fast_conv, narrow  # noqa: E402
+from jaxcnn.kernels.xla import conv as fast_conv, narrow  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 # (input NHWC, kernel, C_out, padding, who has it)
@@ -58,7 +58,7 @@ INPUT_GRAD_SHAPES = [((128, 14, 14, 6), (5, 5, 6, 16), 0, "lenet5 conv2"),
 
 
 def input_grad_table(rounds, steps):
-    from jaxcnn.backprop.fast.conv import _col2im_input_grad, gemm_input_grad
+    from jaxcnn.kernels.xla.conv import _col2im_input_grad, gemm_input_grad
     rows = []
     print(f"\n{'input grad':34s} {'XLA':>8s} {'gemm':>8s} {'ratio':>6s}  taken")
     for shape, w_shape, pad, who in INPUT_GRAD_SHAPES:

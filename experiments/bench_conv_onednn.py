@@ -1,6 +1,6 @@
 """Convolution forward + backward: XLA's own (``ops.conv`` under autodiff), the conv
-``backprop="auto"`` used before (``backprop.fast.conv``), the oneDNN custom calls
-(``backprop.onednn.conv``, auto's choice now) and PyTorch (``conv2d``, channels-last
+``backprop="auto"`` used before (``kernels.xla.conv``), the oneDNN custom calls
+(``kernels.onednn.conv``, auto's choice now) and PyTorch (``conv2d``, channels-last
 memory, oneDNN inside), on the layers of the zoo's models.
 
 Each row times the forward and the VJP at a fixed cotangent -- ``y``, ``dx`` and ``dw``
@@ -23,7 +23,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from jaxcnn.cli import XLA_CPU_FLAGS  # noqa: E402  (imports no jax)
+from jaxcnn.config import XLA_CPU_FLAGS  # noqa: E402  (imports no jax)
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + " ".join(XLA_CPU_FLAGS)).strip()
 
@@ -50,7 +50,7 @@ def jax_runners(x_shape, w_shape, stride, padding, groups):
     import numpy as np
 
     from jaxcnn import ops
-    from jaxcnn.backprop import fast, onednn
+    from jaxcnn.kernels import onednn, xla as fast
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
     w = jnp.asarray(rng.standard_normal(w_shape) * 0.1, jnp.float32)
@@ -105,7 +105,7 @@ def main():
     import jaxlib
     import torch  # noqa: F401  (first: its OpenMP reads the environment before onednn.load() sets OMP_WAIT_POLICY)
 
-    from jaxcnn.backprop import onednn
+    from jaxcnn.kernels import onednn
     if not onednn.load():
         sys.exit(f"bench_conv_onednn: {onednn.reason()}")
     rows = []

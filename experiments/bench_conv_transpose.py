@@ -3,7 +3,7 @@
 For each layer shape: one jit-compiled ``value_and_grad`` of ``sum(y * g)`` with respect
 to input and weight, with ``y`` from ``jaxcnn.ops.conv_transpose`` (XLA's conv over the
 stride-dilated input: what autodiff gives), from the matmul + overlap-add formulation
-``backprop="auto"`` uses (``jaxcnn.backprop.fast.conv_transpose``), and from
+``backprop="auto"`` uses (``jaxcnn.kernels.xla.conv_transpose``), and from
 ``torch.nn.functional.conv_transposeNd`` with ``.backward()`` (PyTorch 2.13, fp32). Rounds
 are interleaved (xla, overlap-add, torch, xla, ...); the median of each is reported,
 with the ratio of torch's time to each JAX formulation's (above 1: faster than torch).
@@ -23,7 +23,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from jaxcnn.cli import XLA_CPU_FLAGS  # noqa: E402  (imports no jax)
+from jaxcnn.config import XLA_CPU_FLAGS  # noqa: E402  (imports no jax)
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + " ".join(XLA_CPU_FLAGS)).strip()
 
@@ -86,7 +86,7 @@ def main():
     import jax
     import torch
     from jaxcnn import ops
-    from jaxcnn.backprop.fast.conv_transpose import conv_transpose as overlap_add
+    from jaxcnn.kernels.xla.conv_transpose import conv_transpose as overlap_add
     torch.set_num_threads(os.cpu_count() or 1)
     rows = []
     print(f"{'case':40s} {'xla ms':>9s} {'overlap-add ms':>15s} {'torch ms':>9s} {'xla vs torch':>13s} "

@@ -1,5 +1,5 @@
 """Depthwise conv on XLA CPU: ``lax.conv_general_dilated(feature_group_count=C)`` vs the
-same conv written as shifted multiply-adds (``jaxcnn.ops.depthwise``), forward and
+same conv written as shifted multiply-adds (``jaxcnn.kernels.xla.depthwise``), forward and
 forward+backward (input and weight gradients), on MobileNetV2-like shapes.
 
 Each setting of the XLA CPU flag runs in its own subprocess (the flag must be set before
@@ -45,7 +45,7 @@ def child(steps: int) -> list[dict]:
     import numpy as np
     from jax import lax
 
-    from jaxcnn.ops.depthwise import depthwise_shifted
+    from jaxcnn.kernels.xla.depthwise import depthwise_shifted
 
     rows = []
     for batch, size, c, k, s in SHAPES:

@@ -45,7 +45,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from jaxcnn.cli import XLA_CPU_FLAGS  # noqa: E402  (jaxcnn.cli imports no jax)
+from jaxcnn.config import XLA_CPU_FLAGS  # noqa: E402  (jaxcnn.config imports no jax)
 
 CONFIGS = ("jaxcnn:step-sgd", "jaxcnn:step-cli", "jaxcnn:loop-cli", "jaxcnn:loop-cli:glibc-default", "jaxcnn:feed",
            "torch:step-sgd", "torch:step-cli", "torch:loop-cli")
@@ -78,7 +78,7 @@ def run_jaxcnn(kind, args, variant=None):
     import jax
     import optax
 
-    from jaxcnn.backprop import dispatch
+    from jaxcnn import dispatch
     from jaxcnn.commands.train import build_model
     from jaxcnn.data import batches, load_splits, steps_per_epoch
     from jaxcnn.train import make_optimizer, make_schedule

@@ -10,7 +10,7 @@ within a round (same load), then the median over rounds is reported, with the sp
 of PyTorch's per-process times.
 
 JAX rows (flax and jaxcnn alike) run with what the CLI sets up: the XLA CPU flag
-(``jaxcnn.cli.XLA_CPU_FLAGS``) and freed host memory kept for reuse
+(``jaxcnn.config.XLA_CPU_FLAGS``) and freed host memory kept for reuse
 (``jaxcnn.hostmem``: XLA's per-step temporaries are not page-faulted anew each step);
 ``--no-flag`` adds jaxcnn rows without either. Per JAX row: compile time of the first step
 (``lower().compile()``), XLA's flop count of the step (``cost_analysis``) and the
@@ -35,7 +35,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from jaxcnn.cli import XLA_CPU_FLAGS  # noqa: E402  (jaxcnn.cli imports no jax)
+from jaxcnn.config import XLA_CPU_FLAGS  # noqa: E402  (jaxcnn.config imports no jax)
 
 MODELS = {  # name -> (jaxcnn create kwargs, NHWC input shape, batch)
     "lenet5": ({}, (28, 28, 1), 128),

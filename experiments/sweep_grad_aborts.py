@@ -33,7 +33,8 @@ WORKER = r'''
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
-from jaxcnn.backprop import backprop_mode, dispatch
+from jaxcnn import dispatch
+from jaxcnn.dispatch import backprop_mode
 for line in sys.stdin:
     c = json.loads(line)
     dtype = np.float64 if c["dtype"] == "float64" else np.float32

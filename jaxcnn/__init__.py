@@ -15,15 +15,16 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"ops", "backprop", "layers", "combinators", "models", "inspect", "interop", "data", "train",
-               "gradcheck", "filters", "types", "cli", "hostmem"}
+# the public packages, as dir(jaxcnn) lists them (each imported on first access)
+_SUBMODULES = {"ops", "backprop", "dispatch", "kernels", "layers", "combinators", "models", "inspect", "interop",
+               "data", "train", "gradcheck", "compress", "plot", "filters", "types", "config", "hostmem"}
 
 # name -> submodule that defines it
 _EXPORTS = {
     "Layer": "types",
     "conv": "ops", "conv_transpose": "ops", "max_pool": "ops", "avg_pool": "ops", "pad": "ops",
     "batch_norm": "ops", "dense": "ops", "cross_entropy": "ops", "accuracy": "ops",
-    "backprop_mode": "backprop",
+    "backprop_mode": "dispatch",
     "serial": "combinators", "parallel": "combinators", "residual": "combinators", "fan_out": "combinators",
     "fan_in_sum": "combinators", "fan_in_concat": "combinators", "shape_dependent": "combinators",
     "create_model": ("models", "create"), "available_models": ("models", "available"),
@@ -44,3 +45,7 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'jaxcnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -5,7 +5,7 @@ random cotangent, so any output shape works) is differentiated four ways, in flo
 
 * ``autodiff``: ``jax.grad`` with the ops' own (jax) backward passes -- the reference;
 * ``explicit``: ``jax.grad`` under ``backprop_mode("explicit")``: the hand-written
-  backward passes through the custom_vjp twins (ops called via ``jaxcnn.backprop.dispatch``);
+  backward passes through the custom_vjp twins (ops called via ``jaxcnn.dispatch``);
 * ``finite_diff``: central differences ``(L(p + h e_i) - L(p - h e_i)) / 2h`` on up to
   ``fd_samples`` random coordinates per leaf; ``h = 1e-7`` by default -- small, because
   in a ReLU network every unit whose pre-activation lies within ``h`` of its kink
@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .backprop import backprop_mode, dispatch
-from .backprop.observe import observe
+from . import dispatch
+from .dispatch import backprop_mode
+from .dispatch import observe
 from .backprop.pool import max_pool_ties
 from .models.base import as_model
 
@@ -129,7 +130,7 @@ def check_gradients(fn, params, *, seed: int = 0, eps: float = 1e-7, fd_samples:
                     jacobian_max: int = 256) -> GradcheckReport:
     """Gradcheck ``fn(params) -> array(s)`` w.r.t. every floating leaf of ``params`` (a pytree).
 
-    ``fn`` must call its ops through ``jaxcnn.backprop.dispatch`` for the explicit column to
+    ``fn`` must call its ops through ``jaxcnn.dispatch`` for the explicit column to
     exercise the hand-written backward passes. Runs in float64.
     """
     with jax.enable_x64(True):

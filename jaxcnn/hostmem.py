@@ -29,6 +29,8 @@ import ctypes
 import ctypes.util
 import os
 
+from . import config
+
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8   # glibc's <malloc.h>
 TRIM_THRESHOLD = -1        # M_TRIM_THRESHOLD takes an int; glibc reads -1 as SIZE_MAX: never trim
 
@@ -41,7 +43,7 @@ def keep_freed_memory(environ=os.environ) -> bool:
     global _applied
     if _applied is not None:
         return _applied
-    if environ.get("JAXCNN_KEEP_HOST_MEMORY", "1") == "0" or not _glibc():
+    if not config.flag("JAXCNN_KEEP_HOST_MEMORY", environ) or not _glibc():
         _applied = False
         return False
     try:

@@ -22,7 +22,7 @@ import pytest
 
 import jaxcnn
 from jaxcnn import models
-from jaxcnn.backprop import dispatch
+from jaxcnn import dispatch
 from jaxcnn.train import abstract_train_state, make_train_step
 
 ROOT = pathlib.Path(jaxcnn.__file__).parent
@@ -140,7 +140,7 @@ def test_explicit_step_through_the_new_twins_has_no_autodiff_transpose():
 def test_criterion_catches_a_twin_that_is_the_autodiff_op(monkeypatch):
     """A registration bug (explicit max_pool silently being the op itself) is found."""
     from jaxcnn import ops
-    monkeypatch.setitem(dispatch._EXPLICIT, "max_pool", ops.max_pool)
+    monkeypatch.setitem(dispatch.TWINS, "max_pool", ops.max_pool)
     found = leftovers(trace_step("explicit"))
     assert {p for p, _ in found} >= {"select_and_scatter_add"}
 
@@ -174,7 +174,7 @@ def _ops_imports(path: pathlib.Path, source: str | None = None):
 
 
 def test_layers_call_ops_only_through_dispatch_and_no_module_names_an_import_F():
-    """Layers and models apply ops via ``jaxcnn.backprop.dispatch`` (so the backprop mode
+    """Layers and models apply ops via ``jaxcnn.dispatch`` (so the backprop mode
     reaches them); backprop modules call the raw ``jaxcnn.ops``; no module hides either
     behind the name ``F``."""
     aliased, raw = [], []

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from jaxcnn import ops
-from jaxcnn.backprop import (activation_backward, backprop_mode, batch_norm_backward, cross_entropy_backward,
-                             dense_backward, dispatch)
+from jaxcnn import dispatch
+from jaxcnn.backprop import activation_backward, batch_norm_backward, cross_entropy_backward, dense_backward
+from jaxcnn.dispatch import backprop_mode
 from jaxcnn.backprop.activations import ELEMENTWISE
 
 ACT_KW = {"leaky_relu": {"negative_slope": 0.2}, "elu": {"alpha": 0.7}, "softplus": {"beta": 2.0, "threshold": 3.0},
@@ -79,7 +80,7 @@ def test_cross_entropy_backward(x64):
 
 def test_explicit_mode_raises_for_op_without_twin(monkeypatch):
     # every differentiable op has a twin now: take one away to see the error path
-    monkeypatch.delitem(dispatch._EXPLICIT, "lp_pool")
+    monkeypatch.delitem(dispatch.TWINS, "lp_pool")
     with backprop_mode("explicit"):
         with pytest.raises(NotImplementedError, match="no explicit backward"):
             dispatch.lp_pool(jnp.ones((1, 4, 4, 1)), 2.0, 2)

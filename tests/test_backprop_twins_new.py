@@ -8,8 +8,10 @@ import optax
 import pytest
 
 from jaxcnn import ops
-from jaxcnn.backprop import backprop_mode, dispatch, twins
-from jaxcnn.backprop.observe import observe
+from jaxcnn import dispatch
+from jaxcnn.backprop import twins
+from jaxcnn.dispatch import backprop_mode
+from jaxcnn.dispatch import observe
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional

@@ -67,7 +67,7 @@ def test_model_option_parsing():
 def test_explicit_backprop_trains_like_autodiff():
     """A ``serial`` Layer (no Model wrapper) trained 3 steps with the dispatched loss:
     every backward pass hand-written (explicit) == XLA autodiff."""
-    from jaxcnn.backprop import dispatch
+    from jaxcnn import dispatch
     from jaxcnn.combinators import serial
     from jaxcnn.layers import Conv, Dense, Flatten, MaxPool, Relu
     net = serial(("conv1", Conv(6, 5, padding=2)), ("act1", Relu()), ("pool1", MaxPool(2)),

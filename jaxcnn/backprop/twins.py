@@ -1,6 +1,7 @@
 """custom_vjp twins of the ops: the forward is the op itself (same numbers), the backward
-is this package's explicit one. Registered in :mod:`dispatch`, so layers built on
-``dispatch.<op>`` train with them under ``backprop_mode("explicit")``.
+is this package's explicit one. Collected in :data:`TWINS` (op name -> twin), which
+:mod:`jaxcnn.dispatch` calls under ``backprop_mode("explicit")``, so layers built on
+``dispatch.<op>`` train with them.
 
 Every argument that is not a differentiable array (stride, padding, layout, flags...)
 is frozen into a hashable tuple and passed as a ``nondiff_argnums`` static argument.
@@ -18,7 +19,7 @@ import numpy as np
 
 from .. import ops
 from ..ops.checks import as_float_array
-from . import dispatch
+
 from .activations import ELEMENTWISE, activation_backward
 from .conv import conv_backward, conv_transpose_backward
 from .dense import dense_backward
@@ -27,6 +28,16 @@ from .norm import batch_norm_backward
 from .pool import (adaptive_avg_pool_backward, adaptive_max_pool_backward, avg_pool_backward,
                    global_avg_pool_backward, global_max_pool_backward, lp_pool_backward, max_pool_backward)
 from .resample import max_unpool_backward, upsample_backward
+
+TWINS: dict = {}
+
+
+def register(name: str):
+    """Decorator: record ``fn`` in :data:`TWINS` as the explicit-backward twin of ``jaxcnn.ops.<name>``."""
+    def deco(fn):
+        TWINS[name] = fn
+        return fn
+    return deco
 
 
 def _freeze(v):
@@ -96,8 +107,8 @@ def _conv_transpose_bwd(a, dy, cfg):
     return conv_transpose_backward(a["x"], a["w"], dy, **cfg)
 
 
-conv = dispatch.register("conv")(make_twin(ops.conv, ("x", "w", "b"), _conv_bwd))
-conv_transpose = dispatch.register("conv_transpose")(
+conv = register("conv")(make_twin(ops.conv, ("x", "w", "b"), _conv_bwd))
+conv_transpose = register("conv_transpose")(
     make_twin(ops.conv_transpose, ("x", "w", "b"), _conv_transpose_bwd))
 
 
@@ -110,7 +121,7 @@ def _max_pool_bwd(a, dy, cfg):
 _max_pool_values = make_twin(ops.max_pool, ("x",), _max_pool_bwd)
 
 
-@dispatch.register("max_pool")
+@register("max_pool")
 @functools.wraps(ops.max_pool)
 def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False, *,
              layout="NHWC"):
@@ -123,15 +134,15 @@ def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
     return y, idx
 
 
-avg_pool = dispatch.register("avg_pool")(make_twin(
+avg_pool = register("avg_pool")(make_twin(
     ops.avg_pool, ("x",), lambda a, dy, cfg: (avg_pool_backward(a["x"], dy, **cfg),)))
-adaptive_avg_pool = dispatch.register("adaptive_avg_pool")(make_twin(
+adaptive_avg_pool = register("adaptive_avg_pool")(make_twin(
     ops.adaptive_avg_pool, ("x",), lambda a, dy, cfg: (adaptive_avg_pool_backward(a["x"], dy, **cfg),)))
-global_avg_pool = dispatch.register("global_avg_pool")(make_twin(
+global_avg_pool = register("global_avg_pool")(make_twin(
     ops.global_avg_pool, ("x",), lambda a, dy, cfg: (global_avg_pool_backward(a["x"], dy, **cfg),)))
-global_max_pool = dispatch.register("global_max_pool")(make_twin(
+global_max_pool = register("global_max_pool")(make_twin(
     ops.global_max_pool, ("x",), lambda a, dy, cfg: (global_max_pool_backward(a["x"], dy, **cfg),)))
-lp_pool = dispatch.register("lp_pool")(make_twin(
+lp_pool = register("lp_pool")(make_twin(
     ops.lp_pool, ("x",), lambda a, dy, cfg: (lp_pool_backward(a["x"], dy, **cfg),)))
 
 _adaptive_max_pool_values = make_twin(
@@ -139,7 +150,7 @@ _adaptive_max_pool_values = make_twin(
     lambda a, dy, cfg: (adaptive_max_pool_backward(a["x"], dy, cfg["output_size"], layout=cfg["layout"]),))
 
 
-@dispatch.register("adaptive_max_pool")
+@register("adaptive_max_pool")
 @functools.wraps(ops.adaptive_max_pool)
 def adaptive_max_pool(x, output_size, return_indices=False, *, layout="NHWC"):
     y = _adaptive_max_pool_values(x, output_size, False, layout=layout)
@@ -151,21 +162,21 @@ def adaptive_max_pool(x, output_size, return_indices=False, *, layout="NHWC"):
 
 
 # -- resampling ----------------------------------------------------------------------------
-upsample = dispatch.register("upsample")(make_twin(
+upsample = register("upsample")(make_twin(
     ops.upsample, ("x",), lambda a, dy, cfg: (upsample_backward(a["x"], dy, **cfg),)))
-max_unpool = dispatch.register("max_unpool")(make_twin(
+max_unpool = register("max_unpool")(make_twin(
     ops.max_unpool, ("x", "indices"),
     lambda a, dy, cfg: (max_unpool_backward(a["x"], a["indices"], dy, **cfg),), float_arrays=("x",)))
 
 
 # -- dense, activations --------------------------------------------------------------------
-dense = dispatch.register("dense")(make_twin(
+dense = register("dense")(make_twin(
     ops.dense, ("x", "w", "b"), lambda a, dy, cfg: dense_backward(a["x"], a["w"], dy)))
 
 
 def _activation_twin(name):
     op = getattr(ops, name)
-    return dispatch.register(name)(make_twin(
+    return register(name)(make_twin(
         op, ("x",), lambda a, dy, cfg: (activation_backward(name, a["x"], dy, **cfg),)))
 
 
@@ -187,7 +198,7 @@ def _batch_norm_bwd(a, dys, cfg):
     return dx, d_rm, d_rv, dweight, dbias
 
 
-batch_norm = dispatch.register("batch_norm")(make_twin(
+batch_norm = register("batch_norm")(make_twin(
     ops.batch_norm, ("x", "running_mean", "running_var", "weight", "bias"), _batch_norm_bwd))
 
 
@@ -209,7 +220,7 @@ def _masked_scale_bwd(rate, res, g):
 _masked_scale.defvjp(_masked_scale_fwd, _masked_scale_bwd)
 
 
-@dispatch.register("dropout")
+@register("dropout")
 @functools.wraps(ops.dropout)
 def dropout(key, x, rate: float, *, train: bool):
     if not train or rate == 0.0:
@@ -219,7 +230,7 @@ def dropout(key, x, rate: float, *, train: bool):
     return _masked_scale(float(rate), x, scale)
 
 
-@dispatch.register("spatial_dropout")
+@register("spatial_dropout")
 @functools.wraps(ops.spatial_dropout)
 def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
     if not train or rate == 0.0:
@@ -228,10 +239,10 @@ def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
     return _masked_scale(float(rate), x, scale)
 
 
-cross_entropy = dispatch.register("cross_entropy")(make_twin(
+cross_entropy = register("cross_entropy")(make_twin(
     ops.cross_entropy, ("logits", "labels"),
     lambda a, dy, cfg: (cross_entropy_backward(a["logits"], a["labels"], dy, **cfg),), float_arrays=("logits",)))
-mse_loss = dispatch.register("mse_loss")(make_twin(
+mse_loss = register("mse_loss")(make_twin(
     ops.mse_loss, ("y", "target"),
     lambda a, dy, cfg: (mse_loss_backward(a["y"], a["target"], dy, **cfg),
                         -mse_loss_backward(a["y"], a["target"], dy, **cfg))))

@@ -2,7 +2,7 @@
 on this machine, side by side (interleaved rounds, ratios to autodiff), with compile
 time and XLA's GFLOP/s. ``--tune`` instead re-measures ``backprop="auto"``'s table
 (per op, the fastest backward formulation in this model's train step) and saves it,
-so that "auto" uses it in every later process (:mod:`jaxcnn.backprop.tuning`).
+so that "auto" uses it in every later command (:mod:`jaxcnn.train.autotune`).
 The comparison with PyTorch and flax.linen lives in
 ``experiments/bench_train.py`` (it needs their model definitions)."""
 from __future__ import annotations
@@ -11,16 +11,19 @@ import os
 import statistics
 import time
 
+from .startup import apply_saved_table
 from .summary import input_shape
 
 
 def register(subparsers) -> None:
-    from ..backprop.mode import MODES
+    from ..dispatch.mode import MODES
+    from ..train import defaults
     p = subparsers.add_parser("bench", help="train-step time of a model under each backprop mode")
     p.add_argument("model", help="a zoo name (jaxcnn.models.available()) or 'package.module:function'")
     p.add_argument("--input", default=None, help="input shape without batch, NHWC (default: the model's own)")
     p.add_argument("--num-classes", type=int, default=10, help="model output width (default: 10)")
-    p.add_argument("--batch", type=int, default=128, help="batch size (default: 128)")
+    p.add_argument("--batch", type=int, default=defaults.BENCH_BATCH_SIZE,
+                   help=f"batch size (default: {defaults.BENCH_BATCH_SIZE})")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated backprop modes (default: all)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per round (default: 5)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the modes (default: 3)")
@@ -37,7 +40,7 @@ def run(args) -> int:
     import jax
     import optax
 
-    from ..backprop.mode import MODES
+    from ..dispatch.mode import MODES
     from ..models import create
     from ..ops import cross_entropy
     from ..train.state import create_train_state
@@ -54,7 +57,9 @@ def run(args) -> int:
     model = create(args.model, num_classes=args.num_classes)
     shape = (args.batch, *input_shape(args, model))
     if args.tune:
+        # measured against the package's table, not a table an earlier --tune saved
         return _tune(args, model, shape)
+    apply_saved_table("bench")
     tx = optax.sgd(0.01, momentum=0.9)
     ts = create_train_state(model, tx, jax.random.PRNGKey(0), shape)
     batch = {"image": jax.random.normal(jax.random.PRNGKey(1), shape),
@@ -89,7 +94,7 @@ def run(args) -> int:
         print(f"{mode:10s} {1e3 * med:9.1f} {args.batch / med:9.0f} {base / med:11.2f}x {r['compile_s']:10.1f} "
               f"{r['gflop'] / med:8.1f}")
     from .. import hostmem
-    from ..backprop import onednn
+    from ..kernels import onednn
     print("host memory: " + ("freed memory kept for reuse (jaxcnn.hostmem)" if hostmem.applied() else
                              "C library's default (XLA's per-step buffers are page-faulted anew; see jaxcnn.hostmem)"))
     print("auto's convolutions: " + ("oneDNN (GFLOP/s leaves out its custom calls)" if onednn.load() else
@@ -98,7 +103,8 @@ def run(args) -> int:
 
 
 def _tune(args, model, shape) -> int:
-    from ..backprop import tuning
+    from .. import config
+    from ..train import autotune as tuning
     print(f"tuning backprop='auto' on {args.model}, batch {shape[0]}, input {shape[1:]}: per op, median ms/step "
           f"of the whole train step with each formulation ({args.rounds} rounds x {args.steps} steps)", flush=True)
     result = tuning.tune(model, shape, args.num_classes, steps=args.steps, rounds=args.rounds,
@@ -107,9 +113,10 @@ def _tune(args, model, shape) -> int:
     path = tuning.save(result, args.tune_file)
     chosen = ", ".join(f"{op}={choice}" for op, choice in sorted(result["table"].items()))
     print(f"saved {path}: {chosen}")
-    read = tuning.saved_path()
+    read = config.auto_table_path()
     if read is not None and os.path.abspath(path) == os.path.abspath(read):
-        print(f"backprop='auto' uses it from now on ({tuning.ENV}=0 ignores it)")
+        print("backprop='auto' uses it from now on in `jaxcnn train` and `jaxcnn bench` (JAXCNN_AUTO_TABLE=0 "
+              "ignores it)")
     else:
-        print(f"'auto' reads it when {tuning.ENV}={path} is set")
+        print(f"'auto' reads it when JAXCNN_AUTO_TABLE={path} is set")
     return 0

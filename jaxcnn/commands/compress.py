@@ -21,6 +21,7 @@ from .runs import open_run, splits
 
 
 def register(subparsers) -> None:
+    from ..train import defaults
     from ..train.optim import OPTIMIZERS
     p = subparsers.add_parser("compress", help="prune / quantise / binarise a trained run",
                               formatter_class=HelpFormatter, description=__doc__.split("\n\n")[0])
@@ -46,10 +47,10 @@ def register(subparsers) -> None:
     g.add_argument("--binarize", choices=("none", "binary_connect", "xnor"), default="none")
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--finetune-epochs", type=int, default=1, help="epochs after pruning, for QAT and binarisation")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.OPTIMIZER)
+    g.add_argument("--lr", type=float, default=defaults.FINETUNE_LR, help="peak learning rate (cosine decay)")
+    g.add_argument("--weight-decay", type=float, default=defaults.FINETUNE_WEIGHT_DECAY)
+    g.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE)
     g.add_argument("--steps-per-epoch", type=int, default=None,
                    help="fine-tune on only the first N batches of each epoch (default: the whole training set)")
     g.add_argument("--dataset", default=None, help="default: the source run's")
@@ -94,7 +95,7 @@ def run(args) -> int:
     import numpy as np
 
     from .. import compress as C
-    from ..backprop import dispatch
+    from .. import dispatch
     from ..data import batches, steps_per_epoch
     from ..train import evaluate_model, fit, make_optimizer, make_schedule
     from ..train.metrics import MetricsWriter

@@ -8,13 +8,15 @@ from .errors import UsageError
 
 
 def register(subparsers) -> None:
+    from ..train import defaults
     p = subparsers.add_parser("eval", help="evaluate a saved run (jaxcnn train --out DIR) on the test split")
     p.add_argument("--checkpoint", required=True, help="the run directory (holding config.json and checkpoints/)")
     p.add_argument("--step", type=int, default=None,
                    help="checkpoint step, exactly (default: the newest intact one; a damaged newer one is reported)")
     p.add_argument("--dataset", default=None, help="evaluate on another dataset's test split (default: the run's)")
     p.add_argument("--data-dir", default=None, help="TFDS data directory (default: the run's)")
-    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default: 256)")
+    p.add_argument("--batch-size", type=int, default=defaults.EVAL_BATCH_SIZE,
+                   help=f"evaluation batch size (default: {defaults.EVAL_BATCH_SIZE})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -24,7 +24,11 @@ AUGMENTS = ("none", "crop", "flip", "crop_flip")
 
 
 def register(subparsers) -> None:
+    from ..dispatch.mode import MODES as BACKPROP_MODES
+    from ..train import defaults
     from ..train.optim import OPTIMIZERS, SCHEDULES
+    from ..train.parallel import MODES as PARALLEL_MODES
+    from ..train.step import PRECISIONS
     p = subparsers.add_parser("train", help="train a model (default: a small CNN on the embedded digits)",
                               formatter_class=HelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL,
@@ -34,22 +38,22 @@ def register(subparsers) -> None:
                    help="a model hyper-parameter, e.g. activation=relu or widths=(32,64); repeatable")
     p.add_argument("--dataset", default="digits", help="digits, synthetic, fashion_mnist, idx:PATH or a TFDS name")
     p.add_argument("--data-dir", default=None, help="TFDS data directory (default: TFDS's own)")
-    p.add_argument("--epochs", type=int, default=15, help="passes over the training split")
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size (all devices, all processes)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optax optimizer")
-    p.add_argument("--momentum", type=float, default=0.9, help="for --optimizer momentum")
-    p.add_argument("--schedule", choices=SCHEDULES + ("one-cycle",), default="onecycle",
+    p.add_argument("--epochs", type=int, default=defaults.EPOCHS, help="passes over the training split")
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="global batch size (all devices, all processes)")
+    p.add_argument("--lr", type=float, default=defaults.LR, help="peak learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.OPTIMIZER, help="optax optimizer")
+    p.add_argument("--momentum", type=float, default=defaults.MOMENTUM, help="for --optimizer momentum")
+    p.add_argument("--schedule", choices=SCHEDULES + ("one-cycle",), default=defaults.SCHEDULE,
                    help="learning-rate schedule over the whole run")
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup for --schedule cosine")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="decoupled weight decay (adamw) or L2")
+    p.add_argument("--weight-decay", type=float, default=defaults.WEIGHT_DECAY, help="decoupled weight decay (adamw) or L2")
     p.add_argument("--clip-norm", type=float, default=None, help="clip the global gradient norm")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing in [0, 1)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                    help="bf16: compute in bfloat16, keep float32 parameters")
-    p.add_argument("--parallel", choices=("none", "pmap", "sharded"), default="none",
+    p.add_argument("--parallel", choices=PARALLEL_MODES, default="none",
                    help="one device, jax.pmap over local devices, or jit over a device mesh")
-    p.add_argument("--backprop", choices=("auto", "autodiff", "explicit"), default="auto",
+    p.add_argument("--backprop", choices=BACKPROP_MODES, default=defaults.BACKPROP,
                    help="backward passes: per op the fastest measured (auto), XLA autodiff, or jaxcnn's "
                         "hand-written transposed-kernel twins")
     p.add_argument("--augment", choices=AUGMENTS, default="none", help="on-device random crop and/or flip")
@@ -197,12 +201,15 @@ def run(args) -> int:
 def _train(args, saved, extension) -> int:
     import jax
 
-    from ..backprop import dispatch
+    from .startup import apply_saved_table
+
+    from .. import dispatch
     from ..data import augment as augment_images, batches, load_splits, steps_per_epoch
     from ..train import NonFiniteLossError, fit, make_optimizer, make_schedule, rundir
     from ..train.checkpoint import step_dirs
     from ..train.loop import Interrupted
 
+    apply_saved_table("train")
     if args.parallel != "none" and args.batch_size % jax.device_count():
         raise UsageError(f"--batch-size {args.batch_size} does not divide over the {jax.device_count()} devices of "
                          f"--parallel {args.parallel}; use a multiple of {jax.device_count()}")

@@ -11,7 +11,7 @@ import math
 
 import jax
 
-from ..backprop import dispatch  # the ops as traced under the current backprop mode
+from .. import dispatch  # the ops as traced under the current backprop mode
 from ..ops.layout import channels_last
 from ..ops.shapes import describe, ntuple
 from . import initializers as I

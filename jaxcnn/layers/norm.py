@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ..backprop import dispatch  # the ops as traced under the current backprop mode
+from .. import dispatch  # the ops as traced under the current backprop mode
 from ..ops.layout import channels_last
 from ..ops.shapes import describe
 from .base import leaf

@@ -2,7 +2,7 @@
 AdaptiveAvg/MaxPoolNd and global pooling. The spatial rank follows from the input."""
 from __future__ import annotations
 
-from ..backprop import dispatch  # the ops as traced under the current backprop mode
+from .. import dispatch  # the ops as traced under the current backprop mode
 from .base import leaf
 
 

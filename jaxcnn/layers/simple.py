@@ -2,7 +2,7 @@
 ChannelShuffle, Identity."""
 from __future__ import annotations
 
-from ..backprop import dispatch  # the ops as traced under the current backprop mode
+from .. import dispatch  # the ops as traced under the current backprop mode
 from ..ops.activations import get_activation
 from .base import elementwise, leaf
 

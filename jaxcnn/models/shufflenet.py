@@ -6,7 +6,7 @@ ends with a 2-group channel shuffle.
 """
 from __future__ import annotations
 
-from ..backprop import dispatch  # the ops as traced under the current backprop mode
+from .. import dispatch  # the ops as traced under the current backprop mode
 from ..combinators import graph, serial
 from ..layers import BatchNorm, Conv, Dense, GlobalAvgPool, MaxPool, Relu
 from .base import Model

@@ -15,7 +15,6 @@ from jax import lax
 
 from .checks import (as_float_array, check_channels, check_groups, check_output_positive, check_rank,
                      check_window_fits, common_float)
-from .depthwise import depthwise_shifted, use_shifted_depthwise
 from .layout import channels_last, dimension_numbers, spatial_axes
 from .pad import pad_spatial
 from .shapes import (conv_output_size, conv_transpose_output_size, describe, ntuple, positive_tuple,
@@ -89,13 +88,9 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1, padd
     if padding_mode != "zeros":
         x = pad_spatial(x, pads, mode=padding_mode, layout=layout, op=op)
         pads = [(0, 0)] * rank
-    if use_shifted_depthwise(c_in_g, c_out, groups):
-        # measured 1.4-22x faster forward+backward on XLA CPU (experiments/bench_depthwise.py)
-        y = depthwise_shifted(x, w, stride=stride, pads=pads, dilation=dilation, layout=layout)
-    else:
-        y = lax.conv_general_dilated(x, w, window_strides=stride, padding=pads, rhs_dilation=dilation,
-                                     dimension_numbers=dimension_numbers(rank, layout, op),
-                                     feature_group_count=groups)
+    y = lax.conv_general_dilated(x, w, window_strides=stride, padding=pads, rhs_dilation=dilation,
+                                 dimension_numbers=dimension_numbers(rank, layout, op),
+                                 feature_group_count=groups)
     y = _add_bias(y, b, layout, op, c_out)
     return y[0] if unbatched else y
 

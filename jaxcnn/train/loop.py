@@ -35,6 +35,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..dispatch import DEFAULT_MODE
 from . import checkpoint as ckpt
 from . import rundir
 from .metrics import MetricsWriter, NonFiniteLossError, check_finite, finish_eval, mean_metrics
@@ -123,13 +124,14 @@ def evaluate_model(model, params, state, test_batches: Iterable[Batch], *, preci
 
 def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_per_epoch: int, epochs: int,
         input_shape: tuple[int, ...], tx, loss: Callable, test_batches: Callable[[], Iterable[Batch]] | None = None,
-        seed: int = 0, parallel: str = "none", backprop: str = "auto", precision: str = "fp32",
+        seed: int = 0, parallel: str = "none", backprop: str = DEFAULT_MODE, precision: str = "fp32",
         out_dir: str | os.PathLike | None = None, resume: bool = False, eval_every: int = 0, log_every: int = 50,
         keep_checkpoints: int = 3, config: dict[str, Any] | None = None, progress: bool = True,
-        augment: Callable | None = None, devices=None) -> FitResult:
+        augment: Callable | None = None, devices=None, auto_table: dict[str, str] | None = None) -> FitResult:
     """Train ``model`` for ``epochs`` epochs of ``steps_per_epoch`` steps.
 
     ``augment(key, images)``: optional on-device augmentation inside the train step.
+    ``backprop`` and ``auto_table``: as :func:`jaxcnn.train.make_train_step`.
     ``input_shape``: the model's input shape with a batch axis (NHWC), for ``init``.
     ``eval_every``: evaluate, log and checkpoint every that many steps (0: at the end of
     every epoch); the end of training always does. ``resume``: continue from the newest
@@ -156,7 +158,7 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                                  f"resume=True or use another directory")
     primary = jax.process_index() == 0
     runner = make_runner(parallel, model, loss, tx, backprop=backprop, precision=precision, augment=augment,
-                         devices=devices)
+                         devices=devices, auto_table=auto_table)
     init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
     host_state = jax.device_get(create_train_state(model, tx, init_key, input_shape))
 

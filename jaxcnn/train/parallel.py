@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ..dispatch import DEFAULT_MODE
+
 from .step import make_eval_step, make_train_step
 
 MODES = ("none", "pmap", "sharded")
@@ -56,9 +58,10 @@ def _check_divisible(batch, multiple, mode):
                          f"{multiple} local devices; choose a batch size that is a multiple of the device count")
 
 
-def make_runner(mode: str, model, loss, tx, *, backprop: str = "auto", precision: str = "fp32",
-                augment=None, devices=None) -> Runner:
-    """Build the :class:`Runner` for ``mode`` ("none", "pmap" or "sharded")."""
+def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, precision: str = "fp32",
+                augment=None, devices=None, auto_table: dict[str, str] | None = None) -> Runner:
+    """Build the :class:`Runner` for ``mode`` ("none", "pmap" or "sharded"); ``backprop``,
+    ``precision``, ``augment`` and ``auto_table`` go to :func:`make_train_step`."""
     if mode not in MODES:
         raise ValueError(f"parallel must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "none" and jax.process_count() > 1:
@@ -67,7 +70,8 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = "auto", precision
     to_host = jax.device_get
 
     if mode == "none":
-        train = jax.jit(make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment),
+        train = jax.jit(make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment,
+                                    auto_table=auto_table),
                         donate_argnums=(0,))
         evaluate = jax.jit(make_eval_step(model, precision=precision))
         return Runner(mode, train, evaluate, put_state=jax.device_put, put_batch=jax.device_put,
@@ -77,7 +81,7 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = "auto", precision
         local = jax.local_devices() if devices is None else devices
         n = len(local)
         train = jax.pmap(make_train_step(model, loss, tx, backprop=backprop, axis_name=AXIS, precision=precision,
-                                         augment=augment),
+                                         augment=augment, auto_table=auto_table),
                          axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,), devices=devices)
         evaluate = jax.pmap(make_eval_step(model, axis_name=AXIS, precision=precision), axis_name=AXIS,
                             devices=devices)
@@ -97,7 +101,8 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = "auto", precision
 
     mesh = Mesh(np.asarray(jax.devices() if devices is None else devices), (AXIS,))
     replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
-    train = jax.jit(make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment),
+    train = jax.jit(make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment,
+                                    auto_table=auto_table),
                     in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated),
                     donate_argnums=(0,))
     evaluate = jax.jit(make_eval_step(model, precision=precision), in_shardings=(replicated, data),

@@ -19,8 +19,8 @@ import numpy as np
 import optax
 from jax import lax
 
-from ..backprop import backprop_mode, dispatch
-from ..backprop.mode import MODES as BACKPROP_MODES
+from .. import dispatch
+from ..dispatch import DEFAULT_MODE, auto_choices, backprop_mode, check_mode
 from ..models.base import as_model
 from .state import TrainState
 
@@ -84,9 +84,9 @@ def _check_inputs(batch, num_classes: int) -> None:
                 jax.ShapeDtypeStruct((), jnp.bool_), batch["label"], finite)
 
 
-def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, backprop: str = "auto",
+def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, backprop: str = DEFAULT_MODE,
                     axis_name: str | None = None, precision: str = "fp32", augment: Callable | None = None,
-                    check_inputs: bool = False):
+                    check_inputs: bool = False, auto_table: dict[str, str] | None = None):
     """Return the pure ``train_step(train_state, batch, key) -> (train_state, metrics)``.
 
     ``check_inputs=True`` checks every batch's labels (``0 <= label < num_classes``) and
@@ -96,7 +96,10 @@ def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, 
 
     ``loss(logits, labels) -> scalar`` (mean over the batch). ``backprop`` selects the
     backward pass the model is traced with ("auto": per op the formulation measured
-    fastest on CPU, the same gradients; "autodiff"; "explicit"; see :mod:`jaxcnn.backprop`).
+    fastest on CPU, the same gradients; "autodiff"; "explicit"; see :mod:`jaxcnn.dispatch`).
+    ``auto_table`` (``{op: formulation}``, e.g. :func:`jaxcnn.train.autotune.load`'s)
+    overrides "auto"'s choices for this step only; None: the table in effect when the
+    step is traced.
     ``precision="bf16"`` computes the forward and backward in
     bfloat16 while parameters, optimizer state and the loss stay float32. The dropout
     key is ``fold_in(key, step)`` (and the device index under ``axis_name``).
@@ -104,8 +107,9 @@ def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, 
     its own key derived from the step key.
     Metrics (scalars, averaged over the batch): ``loss``, ``accuracy``, ``grad_norm``.
     """
-    if backprop not in BACKPROP_MODES:
-        raise ValueError(f"backprop must be one of {', '.join(BACKPROP_MODES)}, got {backprop!r}")
+    check_mode(backprop)
+    if auto_table is not None:
+        auto_table = dispatch.check_table(auto_table, "make_train_step: auto_table")
     dtype = compute_dtype(precision)
     model = as_model(model)
 
@@ -122,7 +126,7 @@ def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, 
         if augment is not None:
             key, augment_key = jax.random.split(key)
             batch = {**batch, "image": augment(augment_key, batch["image"])}
-        with backprop_mode(backprop):  # read when the model is traced, i.e. here
+        with backprop_mode(backprop), auto_choices(auto_table):  # read when the model is traced, i.e. here
             (loss_value, (logits, new_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
                 train_state.params, train_state.state, batch, key)
         new_state = _like(new_state, train_state.state)

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from jaxcnn import ops
-from jaxcnn.backprop import backprop_mode, dispatch, fast
-from jaxcnn.backprop.fast import conv as fast_conv, narrow
-from jaxcnn.backprop.fast.conv import gemm_input_grad
+from jaxcnn import dispatch
+from jaxcnn.dispatch import backprop_mode
+from jaxcnn.kernels import xla as fast
+from jaxcnn.kernels.xla import conv as fast_conv, narrow
+from jaxcnn.kernels.xla.conv import gemm_input_grad
 
 from _parity import to_first
 
@@ -127,7 +129,7 @@ def test_narrow_conv_off_its_path_and_bad_input_is_the_op():
 
 def test_auto_mode_routes_conv_through_the_fast_formulation_where_onednn_does_not_apply(x64):
     """float64 (like bfloat16, NCHW, ...) is not oneDNN's, so "auto" takes this one."""
-    assert fast.TABLE["conv"] == "onednn"
+    assert dispatch.DEFAULT_TABLE["conv"] == "onednn"
     with backprop_mode("auto"):
         jaxpr = str(jax.make_jaxpr(lambda x, w: dispatch.conv(x, w, padding=1))(jnp.ones((2, 6, 6, 1)),
                                                                                 jnp.ones((3, 3, 1, 4))))

@@ -8,27 +8,27 @@ taps of the input shifted by that tap and scaled by that tap's weight:
 XLA's CPU backend runs grouped convolutions with one group per channel slowly (and
 their backward passes slower still); written as ``prod(kernel)`` strided slices and
 elementwise multiply-adds, autodiff's backward is also slices and multiply-adds. The
-speed-up is measured in ``experiments/bench_depthwise.py``; ``conv`` takes this path
-only on the CPU backend and only where that benchmark showed it faster
-(``use_shifted_depthwise``). Set ``JAXCNN_SHIFTED_DEPTHWISE=0`` to switch it off.
+speed-up is measured in ``experiments/bench_depthwise.py``; :func:`jaxcnn.kernels.xla.conv`
+takes this path only on the CPU backend and only where that benchmark showed it faster
+(:func:`use_shifted_depthwise`). Set ``JAXCNN_SHIFTED_DEPTHWISE=0`` to switch it off.
 """
 from __future__ import annotations
 
 import itertools
-import os
 
 import jax
 from jax import lax
 
-from .layout import channels_last, spatial_axes
+from ... import config
+from ...ops.layout import channels_last, spatial_axes
 
 
 def use_shifted_depthwise(c_in_per_group: int, c_out: int, groups: int) -> bool:
-    """True where ``conv`` should take the shifted multiply-add path: a depthwise conv
+    """True where :func:`jaxcnn.kernels.xla.conv` should take the shifted multiply-add path: a depthwise conv
     with channel multiplier 1 (one input and one output channel per group) on the CPU
     backend, not switched off by the environment. Read at trace time; the result is a
     pure function either way."""
-    if os.environ.get("JAXCNN_SHIFTED_DEPTHWISE", "1") == "0":
+    if not config.flag("JAXCNN_SHIFTED_DEPTHWISE"):
         return False
     return groups > 1 and c_in_per_group == 1 and c_out == groups and jax.default_backend() == "cpu"
 

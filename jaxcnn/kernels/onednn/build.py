@@ -22,6 +22,8 @@ import sys
 import tempfile
 import threading
 
+from ... import config
+
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv.cc")
 ENV = "JAXCNN_ONEDNN"
 # FFI target name -> exported handler symbol in conv.cc
@@ -41,11 +43,10 @@ def library_path(environ=os.environ) -> str:
     import jax
     import jaxlib
 
-    from ...cli import cache_dir
     with open(SOURCE, "rb") as f:
         key = f.read() + f"{jaxlib.__version__} {jax.__version__} {onednn_prefix()}".encode()
     digest = hashlib.sha256(key).hexdigest()[:16]
-    return os.path.join(cache_dir(environ), "onednn", f"jaxcnn_onednn_conv_{digest}.so")
+    return os.path.join(config.cache_dir(environ), "onednn", f"jaxcnn_onednn_conv_{digest}.so")
 
 
 def onednn_prefix() -> str | None:
@@ -94,7 +95,7 @@ def load() -> bool:
 
 
 def _load() -> bool:
-    if os.environ.get(ENV) == "0":
+    if not config.flag(ENV):
         _state["reason"] = f"switched off by {ENV}=0"
         return False
     try:

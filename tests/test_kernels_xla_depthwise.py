@@ -1,6 +1,7 @@
 """The depthwise fast path (shifted multiply-adds) equals XLA's grouped convolution,
-values and gradients, over random 1-3-D configurations in both layouts; and ``conv``
-takes it exactly for depthwise convs on CPU."""
+values and gradients, over random 1-3-D configurations in both layouts; and
+``kernels.xla.conv`` ("auto"'s fallback conv) takes it exactly for depthwise convs on
+CPU, while ``ops.conv`` (the reference) stays XLA's grouped convolution."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 from jax import lax
 
 from jaxcnn import ops
-from jaxcnn.ops.depthwise import depthwise_shifted, use_shifted_depthwise
+from jaxcnn.kernels import xla
+from jaxcnn.kernels.xla.depthwise import depthwise_shifted, use_shifted_depthwise
 from jaxcnn.ops.layout import dimension_numbers
 
 
@@ -56,14 +58,21 @@ def test_conv_takes_the_fast_path_only_for_depthwise():
     assert not use_shifted_depthwise(1, 8, 4)            # channel multiplier 2
     assert not use_shifted_depthwise(4, 4, 1)
     assert not use_shifted_depthwise(1, 1, 1)            # one channel: an ordinary conv
-    # the jaxpr of a depthwise ops.conv has no convolution in it
-    jaxpr = jax.make_jaxpr(lambda x, w: ops.conv(x, w, padding=1, groups=4))(x, jnp.ones((3, 3, 1, 4)))
+    w = jnp.ones((3, 3, 1, 4))
+    # the jaxpr of a depthwise kernels.xla.conv has no convolution in it; ops.conv's has
+    jaxpr = jax.make_jaxpr(lambda x, w: xla.conv(x, w, padding=1, groups=4))(x, w)
     assert "conv_general_dilated" not in str(jaxpr)
+    assert "conv_general_dilated" in str(jax.make_jaxpr(lambda x, w: ops.conv(x, w, padding=1, groups=4))(x, w))
+    np.testing.assert_allclose(xla.conv(x, w, padding=1, groups=4, stride=2),
+                               ops.conv(x, w, padding=1, groups=4, stride=2), rtol=1e-6)
 
 
 def test_environment_switch_turns_the_fast_path_off(monkeypatch):
     monkeypatch.setenv("JAXCNN_SHIFTED_DEPTHWISE", "0")
     x, w = jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 1, 4))
     assert not use_shifted_depthwise(1, 4, 4)
-    jaxpr = jax.make_jaxpr(lambda x, w: ops.conv(x, w, padding=1, groups=4))(x, w)
+    jaxpr = jax.make_jaxpr(lambda x, w: xla.conv(x, w, padding=1, groups=4))(x, w)
     assert "conv_general_dilated" in str(jaxpr)
+    monkeypatch.setenv("JAXCNN_SHIFTED_DEPTHWISE", "maybe")
+    with pytest.raises(ValueError, match="JAXCNN_SHIFTED_DEPTHWISE: expected one of"):
+        use_shifted_depthwise(1, 4, 4)

@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from jaxcnn import ops
-from jaxcnn.backprop import backprop_mode, dispatch, fast, onednn
+from jaxcnn import dispatch
+from jaxcnn.dispatch import backprop_mode
+from jaxcnn.kernels import onednn, xla as fast
 
 from _parity import assert_close, to_first
 
@@ -145,7 +147,7 @@ def test_other_platforms_lower_xlas_convolution():
 
 
 def test_auto_mode_uses_onednn_for_float32_convs():
-    assert fast.TABLE["conv"] == "onednn"
+    assert dispatch.DEFAULT_TABLE["conv"] == "onednn"
     with backprop_mode("auto"):
         text = str(jax.make_jaxpr(lambda x, w: dispatch.conv(x, w, padding=1))(jnp.ones((2, 6, 6, 3)),
                                                                             jnp.ones((3, 3, 3, 4))))
@@ -157,7 +159,7 @@ def test_a_failed_build_falls_back_with_a_reason(tmp_path):
     script = textwrap.dedent("""
         import jax.numpy as jnp
         from jaxcnn import ops
-        from jaxcnn.backprop import onednn
+        from jaxcnn.kernels import onednn
         x, w = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 4))
         y = onednn.conv(x, w, padding=1)
         assert not onednn.load()

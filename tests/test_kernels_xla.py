@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from jaxcnn import models, ops
-from jaxcnn.backprop import backprop_mode, dispatch, fast
-from jaxcnn.backprop.fast import batch_norm as fast_batch_norm, max_pool as fast_max_pool
+from jaxcnn import dispatch
+from jaxcnn.dispatch import backprop_mode
+from jaxcnn.kernels import xla as fast
+from jaxcnn.kernels.xla import batch_norm as fast_batch_norm, max_pool as fast_max_pool
 from jaxcnn.train.state import create_train_state
 from jaxcnn.train.step import make_train_step
 
@@ -79,7 +81,7 @@ def test_fast_max_pool_falls_back_off_the_fast_path(x64, kw):
     np.testing.assert_array_equal(y, ops.max_pool(x, **kw))
     # the "auto" entry (explicit twin fallback) has autodiff's gradient there too
     dy = jnp.ones_like(y)
-    _, g = _vjp(lambda v: fast.FORMULATIONS["max_pool"]["fast"](v, **kw), x, dy)
+    _, g = _vjp(lambda v: dispatch.FORMULATIONS["max_pool"]["fast"](v, **kw), x, dy)
     _, g_ref = _vjp(lambda v: ops.max_pool(v, **kw), x, dy)
     np.testing.assert_allclose(g, g_ref, rtol=TOL, atol=TOL)
 
@@ -175,10 +177,19 @@ def test_fast_batch_norm_eval_and_bad_input(x64):
 
 def test_auto_table_names_measured_choices():
     table = dispatch.auto_table()
-    assert set(table) == set(fast.TABLE) - {k for k, v in fast.TABLE.items() if v == "autodiff"}
-    assert "fast.max_pool" in table["max_pool"] and "fast.batch_norm" in table["batch_norm"]
+    assert set(table) == set(dispatch.FORMULATIONS)
+    assert {op: table[op] for op in dispatch.DEFAULT_TABLE} == dispatch.DEFAULT_TABLE
+    assert table["dense"] == "autodiff"                  # not listed: autodiff
     with pytest.raises(ValueError, match="no formulation 'nope' for op 'max_pool'"):
-        fast.use({"max_pool": "nope"})
+        dispatch.set_auto_table({"max_pool": "nope"})
+    assert dispatch.auto_table() == table                # a refused table changes nothing
+
+
+def test_auto_choices_scope_a_table_to_a_block():
+    with dispatch.auto_choices({"max_pool": "explicit"}):
+        assert dispatch.auto_table()["max_pool"] == "explicit"
+        assert dispatch.auto.resolve("max_pool") is dispatch.FORMULATIONS["max_pool"]["explicit"]
+    assert dispatch.auto_table()["max_pool"] == dispatch.DEFAULT_TABLE["max_pool"]
 
 
 @pytest.mark.slow
@@ -210,8 +221,8 @@ def test_auto_mode_uses_the_fast_formulations():
     x = jnp.ones((2, 4, 4, 3))
     with backprop_mode("auto"):
         for name in ("max_pool", "batch_norm"):
-            fn = dispatch._AUTO[name]
-            seen.append(fn is fast.FORMULATIONS[name][fast.TABLE[name]])
+            fn = dispatch.auto.resolve(name)
+            seen.append(fn is dispatch.FORMULATIONS[name][dispatch.DEFAULT_TABLE[name]])
         jaxpr = str(jax.make_jaxpr(jax.grad(lambda v: jnp.sum(dispatch.max_pool(v, 2) ** 2)))(x))
     assert all(seen)
     assert "select_and_scatter" not in jaxpr and "custom_vjp" in jaxpr

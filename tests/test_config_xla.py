@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from jaxcnn import cli
+from jaxcnn import config as cli  # the settings moved from jaxcnn.cli to jaxcnn.config
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def no_jax(monkeypatch):
 
 def test_flags_and_cache_set_before_jax(no_jax, tmp_path, monkeypatch):
     # whatever jaxlib runs the tests, treat it as one the flags were checked on
-    monkeypatch.setattr(cli, "XLA_FLAGS_CHECKED", (cli._jaxlib_version(),))
+    monkeypatch.setattr(cli, "XLA_FLAGS_CHECKED", (cli.jaxlib_version(),))
     env = {"JAXCNN_CACHE_DIR": str(tmp_path)}
     cli.apply_xla_tuning(env, probe=lambda flags: pytest.fail("a checked jaxlib must not be probed"))
     assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "xla")
@@ -58,7 +58,7 @@ def test_real_probe_rejects_an_unknown_flag():
 
 
 def test_compilation_cache_written_by_a_cli_configured_process(tmp_path):
-    code = ("import os; from jaxcnn.cli import apply_xla_tuning; apply_xla_tuning();"
+    code = ("import os; from jaxcnn.config import apply_xla_tuning; apply_xla_tuning();"
             "import jax, jax.numpy as jnp; jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()")
     env = {**os.environ, "JAXCNN_CACHE_DIR": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PLATFORMS": "cpu"}

@@ -20,7 +20,11 @@ but computes the input gradient of a stride-1 conv with 4-6 input channels as on
 matmul ``dy @ w^T`` for all taps followed by col2im (each tap's slice added back where
 it was read): XLA's transposed conv into so few channels is slow. lenet5's conv2
 (6 -> 16, 5x5 on 14x14, batch 128): 5.1 -> 3.0 ms; 4 -> 16, 3x3: 2.4 -> 0.7 ms; but 8 -> 32
-(3x3 on 28x28) 9.4 -> 10.5 ms, hence the limit of 6. Everything else is ``jaxcnn.ops.conv``.
+(3x3 on 28x28) 9.4 -> 10.5 ms, hence the limit of 6.
+
+A depthwise conv (channel multiplier 1, channels-last, zero padding) is shifted
+multiply-adds (:mod:`.depthwise`: 1.4-22x faster forward+backward on XLA:CPU,
+experiments/bench_depthwise.py). Everything else is ``jaxcnn.ops.conv``.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from ... import ops
 from ...ops.layout import channels_last, dimension_numbers
 from ...ops.shapes import positive_tuple
 from .checked import check, finish
+from .depthwise import depthwise_shifted, use_shifted_depthwise
 
 NARROW_MAX_IN = 3          # input channels the shifted forward is used for ...
 NARROW_MAX_OUT = 32        # ... when there are more than one of them
@@ -67,6 +72,11 @@ def gemm_input_grad(x_shape, w_shape, stride, dilation, groups: int = 1, layout:
         return False
     c_in = w_shape[-2]
     return NARROW_MAX_IN < c_in <= GEMM_INPUT_GRAD_MAX_IN and x_shape[-1] == c_in
+
+
+def _depthwise(w_shape, groups: int, layout: str, padding_mode: str) -> bool:
+    return (channels_last(layout) and padding_mode == "zeros" and len(w_shape) >= 3
+            and use_shifted_depthwise(w_shape[-2], w_shape[-1], groups))
 
 
 def _col2im_input_grad(dy, w, in_sizes, pads):
@@ -108,7 +118,7 @@ _gemm_grad_conv.defvjp(_gemm_grad_conv_fwd, _gemm_grad_conv_bwd)
 
 def lax_conv(x, w, stride, pads, dilation, groups: int = 1):
     """XLA's convolution of batched channels-last ``x`` with an HWIO kernel, geometry
-    already resolved (the form the formulations here and in ``backprop.onednn`` fall back on)."""
+    already resolved (the form the formulations here and in :mod:`jaxcnn.kernels.onednn` fall back on)."""
     rank = w.ndim - 2
     return lax.conv_general_dilated(x, w, window_strides=stride, padding=pads, rhs_dilation=dilation,
                                     dimension_numbers=dimension_numbers(rank, "NHWC", "conv"),
@@ -157,6 +167,10 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1, padd
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                   layout=layout)
     known = hasattr(x, "shape") and hasattr(w, "shape")
+    if known and _depthwise(w.shape, groups, layout, padding_mode):
+        c = check(ops.conv, "conv", x, w, b, **kwargs)
+        y = depthwise_shifted(c.x, c.w, stride=c.stride, pads=c.pads, dilation=c.dilation, layout="NHWC")
+        return finish(y, b, c)
     shifted = known and narrow(x.shape, w.shape, groups, layout, padding_mode)
     gemm = known and not shifted and gemm_input_grad(x.shape, w.shape, stride, dilation, groups, layout,
                                                       padding_mode)

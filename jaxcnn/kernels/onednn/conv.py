@@ -13,7 +13,7 @@ nobody needs (a first layer's) is dropped by XLA like any unused result.
 Taken when (:func:`applies`): the library loaded, float32, channels-last layout, zero
 padding mode, 1-3 spatial dimensions. Anything else -- float64
 (the gradient tests' precision), bfloat16, NCHW, reflect/circular padding -- goes to
-the convolution "auto" used before (:func:`jaxcnn.backprop.fast.conv`). On a platform
+the convolution "auto" used before (:func:`jaxcnn.kernels.xla.conv`). On a platform
 other than CPU the custom calls are never lowered: ``lax.platform_dependent`` puts
 XLA's own convolution (and its autodiff) in their place.
 """
@@ -28,8 +28,8 @@ from jax import lax
 
 from ... import ops
 from ...ops.layout import channels_last
-from ..fast.conv import conv as fast_conv, lax_conv
-from ..fast.checked import check, finish
+from ..xla.checked import check, finish
+from ..xla.conv import conv as fast_conv, lax_conv
 from . import build
 
 
@@ -91,7 +91,7 @@ def applies(x, w, layout: str = "NHWC", padding_mode: str = "zeros") -> bool:
 def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
          layout: str = "NHWC"):
     """``jaxcnn.ops.conv`` (same signature, values and errors) with oneDNN's three passes
-    where :func:`applies`, else :func:`jaxcnn.backprop.fast.conv`."""
+    where :func:`applies`, else :func:`jaxcnn.kernels.xla.conv`."""
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                   layout=layout)
     if not applies(x, w, layout, padding_mode):

@@ -1,0 +1,62 @@
+"""The ops as the layers call them: ``dispatch.conv(...)`` is ``jaxcnn.ops.conv`` under
+the "autodiff" mode, its custom_vjp twin (explicit backward, :mod:`jaxcnn.backprop.twins`)
+under "explicit", and under "auto" the formulation :mod:`jaxcnn.dispatch.auto`'s table
+chose for it, the op itself (autodiff) for ops without an entry.
+
+Public API: :func:`backprop_mode` / :func:`current_mode` / :data:`DEFAULT_MODE`
+(:mod:`.mode`); :func:`auto_table`, :func:`set_auto_table`, :func:`auto_choices`,
+:data:`FORMULATIONS`, :data:`DEFAULT_TABLE` (:mod:`.auto`); :func:`observe` (:mod:`.observe`).
+In explicit mode an op without a twin raises instead of silently falling back to
+autodiff, unless it is listed in :data:`AUTODIFF_OK` (ops with no parameters whose
+autodiff backward is the textbook one, e.g. reshapes).
+"""
+from __future__ import annotations
+
+from .. import ops
+from ..backprop.twins import TWINS
+from .auto import DEFAULT_TABLE, FORMULATIONS, auto_choices, auto_table, check_table, resolve, set_auto_table  # noqa: F401
+from .mode import DEFAULT_MODE, MODES, backprop_mode, check_mode, current_mode  # noqa: F401
+from .observe import observe, observers
+
+# reshapes/permutations (their autodiff backward is the inverse permutation) and
+# metrics that are never differentiated
+AUTODIFF_OK = {"flatten", "channel_shuffle", "pad", "identity", "accuracy"}
+
+
+def explicit_ops() -> tuple[str, ...]:
+    """The ops that have a hand-written (explicit) backward twin."""
+    return tuple(sorted(TWINS))
+
+
+def _make(name: str):
+    autodiff_fn = getattr(ops, name)
+
+    def call(*args, **kwargs):
+        for callback in observers():
+            callback(name, args, kwargs)
+        mode = current_mode()
+        if mode == "auto":
+            return (_auto_fn(name) or autodiff_fn)(*args, **kwargs)
+        if mode == "explicit":
+            if name in TWINS:
+                return TWINS[name](*args, **kwargs)
+            if name not in AUTODIFF_OK:
+                raise NotImplementedError(f"backprop='explicit': op {name!r} has no explicit backward pass; "
+                                          f"available: {', '.join(explicit_ops())}")
+        return autodiff_fn(*args, **kwargs)
+
+    call.__name__ = name
+    call.__doc__ = autodiff_fn.__doc__
+    return call
+
+
+def _auto_fn(name: str):
+    return resolve(name) if name in FORMULATIONS else None
+
+
+def __getattr__(name: str):
+    if name.startswith("__") or not hasattr(ops, name):
+        raise AttributeError(f"jaxcnn.ops has no op {name!r}")
+    fn = _make(name)
+    globals()[name] = fn
+    return fn
