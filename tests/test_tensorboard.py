@@ -74,3 +74,37 @@ def test_disabled_writer_and_bad_arguments(tmp_path):
     tb.close()                                           # closing twice is harmless
     with pytest.raises(ValueError, match="is closed"):
         tb.scalar("loss/train", 1.0, 1)
+
+
+def test_train_writes_tensorboard_and_resume_continues_the_same_curves(tmp_path, capsys):
+    import json
+    import shutil
+
+    from jaxcnn.cli import main
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    scalars = T.read_scalars(out)
+    steps = [r["step"] for r in records]
+    assert [s for s, _ in scalars["loss/test"]] == steps
+    assert [v for _, v in scalars["accuracy/test"]] == pytest.approx([r["test_accuracy"] for r in records])
+    assert [v for _, v in scalars["learning_rate"]] == pytest.approx([r["lr"] for r in records])
+    assert all(r["grad_norm"] > 0 for r in records) and "gradient/norm" in scalars
+    assert "throughput/images_per_sec" in scalars
+    # lose the newest checkpoint: the resume restores the second epoch's and redoes the third
+    ckpts = sorted((p for p in (out / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    shutil.rmtree(ckpts[-1])
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    redone = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in redone] == steps
+    for tag, points in T.read_scalars(out).items():
+        assert [s for s, _ in points] == steps, tag                      # each step once, in order
+    assert sorted(_raw_steps(out, "loss/test")) == steps                 # in the files, not only the view
+    assert T.read_scalars(out)["accuracy/test"][-1][1] == pytest.approx(redone[-1]["test_accuracy"])
+
+
+def test_no_tensorboard_writes_no_event_files(tmp_path):
+    from jaxcnn.cli import main
+    out = tmp_path / "quiet"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--no-progress", "--no-tensorboard"]) == 0
+    assert (out / "metrics.jsonl").exists() and T.event_files(out) == []

@@ -39,6 +39,7 @@ from ..dispatch import DEFAULT_MODE
 from . import checkpoint as ckpt
 from . import rundir
 from .metrics import MetricsWriter, NonFiniteLossError, check_finite, finish_eval, mean_metrics
+from .tensorboard import open_writer
 from .parallel import make_runner, pad_batch
 from .state import TrainState, create_train_state
 from .step import make_eval_step
@@ -127,7 +128,8 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
         seed: int = 0, parallel: str = "none", backprop: str = DEFAULT_MODE, precision: str = "fp32",
         out_dir: str | os.PathLike | None = None, resume: bool = False, eval_every: int = 0, log_every: int = 50,
         keep_checkpoints: int = 3, config: dict[str, Any] | None = None, progress: bool = True,
-        augment: Callable | None = None, devices=None, auto_table: dict[str, str] | None = None) -> FitResult:
+        augment: Callable | None = None, devices=None, auto_table: dict[str, str] | None = None,
+        tensorboard: bool = True, learning_rate: Callable[[int], Any] | float | None = None) -> FitResult:
     """Train ``model`` for ``epochs`` epochs of ``steps_per_epoch`` steps.
 
     ``augment(key, images)``: optional on-device augmentation inside the train step.
@@ -141,7 +143,13 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     unless the directory already has one (it is the run's identity, written once).
     With several processes every process calls ``fit`` with its own batches; process 0
     writes ``metrics.jsonl``/``config.json``, prints one line per evaluation and shows the
-    progress bar unless ``progress`` is False.
+    progress bar unless ``progress`` is False (or stderr is not a terminal).
+
+    ``tensorboard``: process 0 also writes each evaluation record's scalars as TensorBoard
+    event files into ``out_dir`` (:mod:`jaxcnn.train.tensorboard`), cut back to the
+    restored step on resume. ``learning_rate`` (the optimiser's schedule, or a float) adds
+    ``lr``, the rate of the last update, to every record; ``grad_norm`` (the mean global
+    gradient norm since the last record) is recorded either way.
 
     On CPU, call :func:`jaxcnn.hostmem.keep_freed_memory` before the script's first jax
     computation, as the ``jaxcnn`` command does: without it glibc maps and page-faults
@@ -167,7 +175,7 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     failed = False
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where the checkpoints are)")
-    manager = writer = None
+    manager = writer = board = None
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         ckpt_dir = os.path.join(out_dir, rundir.CHECKPOINTS)
@@ -187,6 +195,9 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
             rundir.truncate_metrics(os.path.join(out_dir, rundir.METRICS), last_saved or 0)
         manager = ckpt.checkpoint_manager(ckpt_dir, max_to_keep=keep_checkpoints)
         writer = MetricsWriter(os.path.join(out_dir, rundir.METRICS) if primary else None)
+        # the same scalars for TensorBoard; on resume its files are cut back as metrics.jsonl is
+        board = open_writer(out_dir, resume_step=(last_saved or 0) if resume else None,
+                            enabled=tensorboard and primary)
     step = int(host_state.step)
     train_state = runner.put_state(host_state)
     total_steps = epochs * steps_per_epoch
@@ -263,6 +274,11 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                 train_avg = mean_metrics(window)
                 record = {"epoch": round(step / steps_per_epoch, 4), "step": step,
                           "train_loss": train_avg["loss"], "train_accuracy": train_avg["accuracy"]}
+                if "grad_norm" in train_avg:
+                    record["grad_norm"] = train_avg["grad_norm"]
+                if learning_rate is not None:   # the rate the last update used (optax counts from 0)
+                    record["lr"] = float(learning_rate(max(step - 1, 0)) if callable(learning_rate)
+                                         else learning_rate)
                 if test_batches is not None:
                     test = evaluate(runner, train_state, test_batches())
                     record.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
@@ -273,6 +289,8 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
                 history.append(record)
                 if writer is not None:
                     writer.write(record)
+                if board is not None:
+                    board.write_record(record)
                 if primary:  # one line per evaluation, with or without the progress bar
                     bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in record.items()))
@@ -306,6 +324,8 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     finally:
         stop.__exit__()
         bar.close()
+        if board is not None:
+            board.close()
         if manager is not None:
             try:
                 ckpt.finish(manager)  # wait for the last save and write its checksums
