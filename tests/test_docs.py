@@ -14,7 +14,7 @@ DOCS = ROOT / "docs"
 GUIDES = sorted(p for p in DOCS.glob("*.md"))
 #: the packages and modules the API reference covers (docs/api/<name>.md each)
 API = ["ops", "layers", "combinators", "models", "train", "data", "inspect", "compress", "plot", "interop",
-       "gradcheck", "backprop"]
+       "gradcheck", "backprop", "dispatch", "kernels", "config"]
 
 
 def python_blocks(text: str) -> list[str]:

@@ -27,6 +27,7 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def is_compressed(config: dict) -> bool:
+    """Whether a run's ``config`` describes a ``jaxcnn compress`` output."""
     return bool(config.get("compressed"))
 
 
