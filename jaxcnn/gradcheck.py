@@ -179,7 +179,10 @@ def check_gradients(fn, params, *, seed: int = 0, eps: float = 1e-7, fd_samples:
                 def of_leaf(v, i=i):
                     return fn(jax.tree_util.tree_unflatten(treedef, leaves[:i] + [v] + leaves[i + 1:]))
                 try:
-                    jac = jax.jacfwd(of_leaf)(leaf)
+                    # the ops' own derivatives: "auto" may pick a custom_vjp kernel, which
+                    # forward mode cannot differentiate
+                    with backprop_mode("autodiff"):
+                        jac = jax.jacfwd(of_leaf)(leaf)
                 except TypeError as e:          # forward mode through a user's custom_vjp
                     report.notes.append(f"note: no dense Jacobian for {name}: {str(e).splitlines()[0]}")
                     continue
