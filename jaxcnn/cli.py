@@ -24,6 +24,7 @@ COMMANDS = [
     "explain",
     "plot",
     "bench",
+    "models",
 ]
 
 
@@ -51,9 +52,19 @@ def _drop_orbax_thread_tracebacks(record) -> bool:
     return os_error_in(record.exc_info[1]) is None
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with its errors in the command's one-line form: ``jaxcnn
+    <command>: error: <message> (see 'jaxcnn <command> --help')`` on stderr, exit 2,
+    instead of the whole usage block before the message. Subparsers inherit the class."""
+
+    def error(self, message: str):
+        message = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    parser = argparse.ArgumentParser(prog="jaxcnn", description="Functional CNNs on JAX.")
+    parser = ArgumentParser(prog="jaxcnn", description="Functional CNNs on JAX.")
     parser.add_argument("--version", action="version", version=f"jaxcnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

@@ -39,6 +39,11 @@ TOLERANCES = {"explicit": (1e-9, 1e-8), "jacobian": (1e-9, 1e-8), "finite_diff":
 
 @dataclasses.dataclass
 class GradcheckRow:
+    """One comparison: the gradient of parameter leaf ``leaf`` computed by ``method``
+    (``"explicit"``, ``"jacobian"`` or ``"finite_diff"``) against autodiff's, over
+    ``checked`` entries; ``max_abs`` / ``max_rel`` are the largest absolute and
+    relative errors and ``passed`` whether they are within :data:`TOLERANCES`."""
+
     leaf: str
     method: str
     max_abs: float
@@ -49,6 +54,18 @@ class GradcheckRow:
 
 @dataclasses.dataclass
 class GradcheckReport:
+    """What :func:`check_gradients` found: ``rows`` (one :class:`GradcheckRow` per leaf and
+    method), ``ties`` (max-pool windows with more than one maximum, where the gradient is
+    not defined) and ``notes`` (lines such as a method that failed to run, prefixed
+    ``FAIL``). ``str(report)`` is :meth:`table`; ``report.passed`` is the verdict.
+
+    Example::
+
+        report = check_gradients(fn, params)
+        print(report)            # the table, ending PASSED or FAILED
+        assert report.passed
+    """
+
     rows: list
     ties: int = 0
     notes: list = dataclasses.field(default_factory=list)
@@ -58,7 +75,13 @@ class GradcheckReport:
         """True when every compared method is within tolerance and no method failed to run."""
         return bool(self.rows) and all(r.passed for r in self.rows) and not any(n.startswith("FAIL") for n in self.notes)
 
+    def __str__(self) -> str:
+        return self.table()
+
     def table(self) -> str:
+        """The report as a text table: one line per row (leaf, method, entries, max
+        absolute and relative error, ok/FAIL), the tolerances, the tie count, the notes
+        and a last line ``PASSED`` or ``FAILED``."""
         head = f"{'leaf':<28} {'method':<12} {'entries':>8} {'max abs err':>12} {'max rel err':>12}  result"
         lines = [head, "-" * len(head)]
         for r in self.rows:
@@ -156,7 +179,10 @@ def check_gradients(fn, params, *, seed: int = 0, eps: float = 1e-7, fd_samples:
                 def of_leaf(v, i=i):
                     return fn(jax.tree_util.tree_unflatten(treedef, leaves[:i] + [v] + leaves[i + 1:]))
                 try:
-                    jac = jax.jacfwd(of_leaf)(leaf)
+                    # the ops' own derivatives: "auto" may pick a custom_vjp kernel, which
+                    # forward mode cannot differentiate
+                    with backprop_mode("autodiff"):
+                        jac = jax.jacfwd(of_leaf)(leaf)
                 except TypeError as e:          # forward mode through a user's custom_vjp
                     report.notes.append(f"note: no dense Jacobian for {name}: {str(e).splitlines()[0]}")
                     continue

@@ -172,10 +172,8 @@ def run(args) -> int:
         ap = np.asarray(jax.nn.softmax(model.apply(params, state, jnp.asarray(adv))[0]))
         for j, i in enumerate(idx):
             np.save(out(f"{m}_{i}.npy"), adv[j])
-            a = ap[j].argmax()
-            fig = plot.image_grid(np.stack([np.asarray(x[j]), adv[j], adv[j] - np.asarray(x[j])]),
-                                  [f"{names[pred[j]]} {probs[j, pred[j]]:.2f}", f"{names[a]} {ap[j, a]:.2f}",
-                                   f"perturbation (eps {args.eps})"], title=f"{m} #{i}", cols=3)
+            fig = plot.adversarial_examples(np.asarray(x[j:j + 1]), adv[j:j + 1], probs[j:j + 1], ap[j:j + 1], names,
+                                            labels[j:j + 1], eps=args.eps, method=m, indices=[i])
             written.append(plot.save(fig, out(f"{m}_{i}.png")))
     for w in written:
         print(w)

@@ -1,7 +1,9 @@
-"""``jaxcnn summary MODEL --input 224,224,3 [--num-classes N]``: print the layer table."""
+"""``jaxcnn summary MODEL [--input 224,224,3] [--num-classes N] [--model-option KEY=VALUE ...]``:
+print the layer table."""
 from __future__ import annotations
 
 from .errors import UsageError
+from .train import model_option
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -31,13 +33,18 @@ def register(subparsers) -> None:
                                                  "(default: the model's natural input)")
     p.add_argument("--num-classes", type=int, default=None, help="model output width (default: the model's own)")
     p.add_argument("--batch", type=int, default=1, help="batch size the shapes are shown for (default: 1)")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE", type=model_option,
+                   help="a model hyper-parameter, as for `jaxcnn train` (repeatable; `jaxcnn models MODEL` "
+                        "lists them), e.g. --model-option width=32")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..inspect.summary import summary
     from ..models import create
-    model = create(args.model, num_classes=args.num_classes)
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    model = create(args.model, num_classes=args.num_classes, **dict(args.model_option))
     shape = input_shape(args, model)
     print(summary(model, (args.batch,) + tuple(shape)))
     return 0

@@ -67,6 +67,9 @@ def register(subparsers) -> None:
     p.add_argument("--log-every", type=int, default=50, help="fetch metrics to the host every N steps")
     p.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="do not write TensorBoard event files into the run directory (metrics.jsonl is "
+                        "written either way; `tensorboard --logdir runs` compares the runs that have them)")
     p.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
     p.add_argument("--num-processes", type=int, default=1, help="processes in a multi-process run")
     p.add_argument("--process-id", type=int, default=0, help="this process's index in a multi-process run")
@@ -308,7 +311,8 @@ def _train(args, saved, extension) -> int:
                      input_shape=(1,) + tuple(train.image_shape), tx=tx, loss=loss, test_batches=test_batches,
                      seed=args.seed, parallel=args.parallel, backprop=args.backprop, precision=args.precision,
                      out_dir=out, resume=args.resume, eval_every=args.eval_every, log_every=args.log_every,
-                     keep_checkpoints=args.keep, config=None, progress=not args.no_progress, augment=augment)
+                     keep_checkpoints=args.keep, config=None, progress=not args.no_progress, augment=augment,
+                     tensorboard=not args.no_tensorboard, learning_rate=schedule)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

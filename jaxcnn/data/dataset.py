@@ -57,4 +57,5 @@ class Dataset:
         return tuple(self.images.shape[1:])
 
     def replace(self, **changes) -> "Dataset":
+        """A copy with the given fields replaced (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)

@@ -129,13 +129,22 @@ def find_idx_file(directory: str | os.PathLike, stem: str) -> Path:
             return directory / name
     raise FileNotFoundError(
         f"{directory}: missing IDX file {stem!r}; looked for {candidates}; "
-        f"the directory holds {_listing(directory)}. Expected the four standard files "
+        f"{_listing(directory)}. Expected the four standard files "
         f"{[s for pair in IDX_SPLIT_FILES.values() for s in pair]} (optionally .gz)."
     )
 
 
-def _listing(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())[:20]
+def _listing(directory: Path, shown: int = 4) -> str:
+    """What ``directory`` holds, in a few words: the IDX-looking files it has (at most
+    ``shown`` names) and how many other entries, never the whole listing."""
+    names = sorted(p.name for p in directory.iterdir())
+    idx_like = [n for n in names if "idx" in n.lower() or "ubyte" in n.lower()]
+    others = len(names) - len(idx_like)
+    if not idx_like:
+        return f"the directory holds no IDX files ({len(names)} other entr{'y' if len(names) == 1 else 'ies'})"
+    listed = ", ".join(idx_like[:shown]) + (f" and {len(idx_like) - shown} more" if len(idx_like) > shown else "")
+    rest = f" (and {others} other entr{'y' if others == 1 else 'ies'})" if others else ""
+    return f"the IDX files present are {listed}{rest}"
 
 
 def read_idx_split(directory: str | os.PathLike, split: str, *,

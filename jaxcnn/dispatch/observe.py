@@ -10,6 +10,7 @@ _OBSERVERS: contextvars.ContextVar[tuple] = contextvars.ContextVar("jaxcnn_dispa
 
 
 def observers() -> tuple:
+    """The callbacks active in this context (innermost last), see :func:`observe`."""
     return _OBSERVERS.get()
 
 

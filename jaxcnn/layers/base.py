@@ -53,10 +53,12 @@ class LayerError(ValueError):
 
 
 def current_path() -> tuple:
+    """The path (tuple of child names) of the layer being initialised or applied now; ``()`` at the top."""
     return _PATH.get()
 
 
 def layer_type(layer: Layer) -> str:
+    """The layer's type name for summaries: ``meta['type']`` when set, else its ``name``."""
     return (layer.meta or {}).get("type", layer.name)
 
 
@@ -107,6 +109,8 @@ def recording():
 
 
 def record(meta, params, inputs, output):
+    """Append this layer call (path, meta, input and output shapes and values) to the
+    active recording, if any (used by :mod:`jaxcnn.inspect` to trace a network)."""
     records = _RECORDS.get()
     if records is None:
         return

@@ -30,10 +30,12 @@ def kaiming_normal_fan_out(key, shape, fan_in, fan_out, dtype=jnp.float32):
 
 
 def zeros(key, shape, fan_in=0, fan_out=0, dtype=jnp.float32):
+    """An all-zero array of ``shape`` (``key`` and fans unused)."""
     return jnp.zeros(shape, dtype)
 
 
 def ones(key, shape, fan_in=0, fan_out=0, dtype=jnp.float32):
+    """An all-one array of ``shape`` (``key`` and fans unused)."""
     return jnp.ones(shape, dtype)
 
 

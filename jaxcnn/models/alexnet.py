@@ -7,6 +7,18 @@ from .base import Model
 
 
 def alexnet(num_classes: int = 1000, dropout: float = 0.5, hidden: int = 4096) -> Model:
+    """AlexNet (Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep
+    Convolutional Neural Networks", NeurIPS 2012), torchvision's single-tower variant.
+
+    Input: 224x224x3 (NHWC; any size >= 63 works, the adaptive pool makes it 6x6).
+    Options: ``num_classes`` (logit width), ``dropout`` (rate of both classifier
+    dropouts), ``hidden`` (width of the two hidden dense layers; 4096 in the paper).
+    Returns a :class:`Model`; 61,100,840 parameters at the defaults.
+
+    Example::
+
+        model = alexnet(num_classes=10, hidden=256)
+    """
     features = serial(Conv(64, 11, 4, 2), Relu(), MaxPool(3, 2), Conv(192, 5, padding=2), Relu(), MaxPool(3, 2),
                       Conv(384, 3, padding=1), Relu(), Conv(256, 3, padding=1), Relu(),
                       Conv(256, 3, padding=1), Relu(), MaxPool(3, 2))

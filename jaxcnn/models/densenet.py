@@ -27,12 +27,14 @@ def dense_block(num_layers: int, growth: int, bn_size: int):
 
 
 def transition(features: int):
+    """BN-ReLU-1x1 conv to ``features`` channels, then 2x2 average pooling (between dense blocks)."""
     return serial(("norm", BatchNorm()), ("relu", Relu()), ("conv", Conv(features, 1, use_bias=False)),
                   ("pool", AvgPool(2, 2)))
 
 
 def densenet(block_config=(6, 12, 24, 16), growth: int = 32, init_features: int = 64, bn_size: int = 4,
              num_classes: int = 1000, name: str = "densenet121") -> Model:
+    """A DenseNet with ``block_config`` dense layers per block (see :func:`densenet121`)."""
     items = [("conv0", Conv(init_features, 7, 2, 3, use_bias=False)), ("norm0", BatchNorm()), ("relu0", Relu()),
              ("pool0", MaxPool(3, 2, 1))]
     ch = init_features
@@ -49,5 +51,13 @@ def densenet(block_config=(6, 12, 24, 16), growth: int = 32, init_features: int 
                  dict(block_config=tuple(block_config), growth=growth, init_features=init_features, bn_size=bn_size))
 
 
-def densenet121(num_classes: int = 1000, **kw) -> Model:
-    return densenet((6, 12, 24, 16), 32, 64, num_classes=num_classes, name="densenet121", **kw)
+def densenet121(num_classes: int = 1000, *, growth: int = 32, init_features: int = 64, bn_size: int = 4) -> Model:
+    """DenseNet-121 (Huang, Liu, van der Maaten & Weinberger, "Densely Connected
+    Convolutional Networks", CVPR 2017), torchvision's module names.
+
+    Input: 224x224x3 (NHWC; >= 32x32 works). Options: ``num_classes``, ``growth`` (the
+    growth rate k: channels each dense layer adds), ``init_features`` (stem width),
+    ``bn_size`` (bottleneck width factor: each 1x1 conv outputs ``bn_size * growth``).
+    Returns a :class:`Model`; 7,978,856 parameters at the defaults.
+    """
+    return densenet((6, 12, 24, 16), growth, init_features, bn_size, num_classes=num_classes, name="densenet121")

@@ -13,7 +13,15 @@ from ..layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu
 from .base import Model
 
 
-def fmnist_cnn(num_classes: int = 10, widths=(32, 64), hidden: int = 512, dropout=(0.25, 0.25, 0.5)) -> Model:
+def fmnist_cnn(num_classes: int = 10, widths: tuple = (32, 64), hidden: int = 512,
+               dropout: tuple = (0.25, 0.25, 0.5)) -> Model:
+    """The lecture notes' Fashion-MNIST CNN (seed 002, a Keras model; no paper).
+
+    Input: 28x28x1. Options: ``num_classes``, ``widths`` (one conv width per block of two
+    3x3 convs), ``hidden`` (the dense layer's width), ``dropout`` (one rate per block, then
+    the classifier's). Returns a :class:`Model` of logits (no final softmax); 1,679,082
+    parameters in Keras' count at the defaults.
+    """
     def bn():
         return BatchNorm(momentum=0.01, eps=1e-3)
     items, i = [], 0

@@ -25,6 +25,13 @@ def inception(ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj):
 
 
 def googlenet(num_classes: int = 1000, dropout: float = 0.2) -> Model:
+    """GoogLeNet / Inception v1 (Szegedy et al., "Going Deeper with Convolutions", CVPR
+    2015) as torchvision builds it: BN after every conv, no auxiliary heads.
+
+    Input: 224x224x3 (NHWC; >= 32x32 works). Options: ``num_classes``, ``dropout``
+    (before the classifier). Returns a :class:`Model`; 6,624,904 parameters at the
+    defaults.
+    """
     items = [("conv1", basic_conv(64, 7, 2, 3)), ("maxpool1", MaxPool(3, 2, ceil_mode=True)),
              ("conv2", basic_conv(64, 1)), ("conv3", basic_conv(192, 3, padding=1)),
              ("maxpool2", MaxPool(3, 2, ceil_mode=True)),

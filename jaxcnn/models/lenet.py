@@ -9,6 +9,19 @@ from .base import Model
 
 
 def lenet5(num_classes: int = 10, activation: str = "sigmoid", pool: str = "avg") -> Model:
+    """LeNet-5 (LeCun, Bottou, Bengio & Haffner, "Gradient-Based Learning Applied to
+    Document Recognition", Proc. IEEE 1998) in d2l's variant: padded 28x28 input, dense
+    output layer instead of the RBF one.
+
+    Input: 28x28x1. Options: ``num_classes``, ``activation`` (any name
+    :class:`~jaxcnn.layers.Activation` takes: ``"sigmoid"``, ``"relu"``, ``"tanh"``, ...),
+    ``pool`` (``"avg"`` or ``"max"``). Returns a :class:`Model`; 61,706 parameters.
+    Raises ``ValueError`` for an unknown ``pool`` or ``activation``.
+
+    Example::
+
+        model = lenet5(activation="relu", pool="max")      # the modern variant
+    """
     pools = {"avg": AvgPool, "max": MaxPool}
     if pool not in pools:
         raise ValueError(f"lenet5: pool must be one of {sorted(pools)}, got {pool!r}")

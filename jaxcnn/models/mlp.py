@@ -8,7 +8,15 @@ from ..layers import Dense, Dropout, Flatten, Relu
 from .base import Model
 
 
-def mlp(num_classes: int = 10, hidden=(512,), dropout: float = 0.0, input_shape=(28, 28, 1)) -> Model:
+def mlp(num_classes: int = 10, hidden: tuple = (512,), dropout: float = 0.0,
+        input_shape: tuple = (28, 28, 1)) -> Model:
+    """A multilayer perceptron, the notes' baseline (seed 002; no paper): flatten, one
+    dense + ReLU (+ dropout) per ``hidden`` width, a dense output.
+
+    Input: ``input_shape`` (28x28x1 by default; any shape is flattened). Options:
+    ``num_classes``, ``hidden`` (the hidden widths), ``dropout`` (0 for none),
+    ``input_shape``. Returns a :class:`Model`; 407,050 parameters at the defaults.
+    """
     items = [("flatten", Flatten())]
     for i, width in enumerate(hidden, 1):
         items += [(f"fc{i}", Dense(width)), (f"act{i}", Relu())]

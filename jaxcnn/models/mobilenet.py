@@ -35,6 +35,13 @@ def inverted_residual(in_ch: int, out_ch: int, stride: int, expand_ratio: int):
 
 
 def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2) -> Model:
+    """MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear
+    Bottlenecks", CVPR 2018), torchvision's module names.
+
+    Input: 224x224x3 (NHWC; >= 32x32 works). Options: ``num_classes``, ``width_mult``
+    (channel multiplier, rounded to multiples of 8), ``dropout`` (before the
+    classifier). Returns a :class:`Model`; 3,504,872 parameters at the defaults.
+    """
     in_ch = _make_divisible(32 * width_mult)
     last = _make_divisible(1280 * max(1.0, width_mult))
     features = [conv_bn_act(in_ch, 3, 2, act="relu6")]

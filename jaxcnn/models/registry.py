@@ -17,9 +17,11 @@ import inspect
 import os
 import sys
 from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from .alexnet import alexnet
-from .base import Model, as_model
+from .base import Model, as_model, count
 from .densenet import densenet121
 from .digits_cnn import digits_cnn
 from .fmnist_cnn import fmnist_cnn
@@ -96,6 +98,81 @@ def accepted_options(builder: Callable) -> list[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+@dataclass(frozen=True)
+class ModelOption:
+    """One keyword option of a zoo factory, read from its signature: ``name``,
+    ``default`` (``inspect.Parameter.empty`` when required) and ``type`` (the annotation
+    as written, else the default's type name, else ``""``)."""
+
+    name: str
+    default: Any
+    type: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What :func:`describe` reports about a model: ``name``, ``input_shape`` (natural,
+    without the batch axis; ``None`` when it has none), ``params`` and ``state`` (scalar
+    counts of parameters and of running statistics at the defaults), ``num_classes``,
+    ``options`` (:class:`ModelOption` s, in signature order) and ``summary`` (the
+    factory docstring's first sentence) and ``doc`` (the whole docstring)."""
+
+    name: str
+    input_shape: tuple | None
+    params: int
+    state: int
+    num_classes: int | None
+    options: tuple
+    summary: str
+    doc: str
+
+
+def options(builder: Callable) -> list[ModelOption]:
+    """The keyword options of ``builder`` from its signature (``**kwargs`` is skipped)."""
+    found = []
+    for p in inspect.signature(builder).parameters.values():
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        if p.annotation is not inspect.Parameter.empty:
+            kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", str(p.annotation))
+        elif p.default is not inspect.Parameter.empty and p.default is not None:
+            kind = type(p.default).__name__
+        else:
+            kind = ""
+        found.append(ModelOption(p.name, p.default, kind))
+    return found
+
+
+def describe(name: str) -> ModelInfo:
+    """Options, natural input size and parameter count of model ``name`` (a zoo name or
+    ``"package.module:factory"``), built with its defaults. The counts come from
+    ``jax.eval_shape`` (nothing is allocated). Raises ``ValueError`` for an unknown name.
+
+    Example::
+
+        info = describe("lenet5")
+        assert info.params == 61706 and info.input_shape == (28, 28, 1)
+        print([(o.name, o.default) for o in info.options])   # num_classes, activation, pool
+    """
+    builder = load_factory(name) if ":" in name else _MODELS.get(name)
+    if builder is None:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())} "
+                         f"(or 'package.module:function' for your own)")
+    model = create(name)
+    params = state = 0
+    if model.input_shape is not None:
+        p, s = model.param_shapes()
+        params, state = count(p), count(s)
+    doc = inspect.getdoc(builder) or ""
+    first = " ".join(doc.split("\n\n")[0].split())
+    return ModelInfo(name, model.input_shape, params, state, model.num_classes, tuple(options(builder)),
+                     first, doc)
 
 
 def create(name: str, *, num_classes: int | None = None, **hparams) -> Model:

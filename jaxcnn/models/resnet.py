@@ -77,19 +77,39 @@ def resnet(depths=(2, 2, 2, 2), bottleneck_blocks: bool = False, num_classes: in
                  dict(depths=tuple(depths), bottleneck=bottleneck_blocks, width=width, stem=stem))
 
 
-def resnet18(num_classes: int = 1000, **kw) -> Model:
-    return resnet((2, 2, 2, 2), False, num_classes, name="resnet18", **kw)
+_RESNET_DOC = """{title} (He, Zhang, Ren & Sun, "Deep Residual Learning for Image
+    Recognition", CVPR 2016), torchvision's v1.5{extra}.
+
+    Input: {size} (NHWC; {smallest}). Options: ``num_classes``, ``width`` (the first
+    stage's width, doubled per stage; 64 in the paper). Returns a :class:`Model`;
+    {params} parameters at the defaults.
+    """
 
 
-def resnet34(num_classes: int = 1000, **kw) -> Model:
-    return resnet((3, 4, 6, 3), False, num_classes, name="resnet34", **kw)
+def resnet18(num_classes: int = 1000, *, width: int = 64) -> Model:
+    return resnet((2, 2, 2, 2), False, num_classes, width, name="resnet18")
 
 
-def resnet50(num_classes: int = 1000, **kw) -> Model:
-    return resnet((3, 4, 6, 3), True, num_classes, name="resnet50", **kw)
+def resnet34(num_classes: int = 1000, *, width: int = 64) -> Model:
+    return resnet((3, 4, 6, 3), False, num_classes, width, name="resnet34")
 
 
-def cifar_resnet18(num_classes: int = 10, **kw) -> Model:
-    return resnet((2, 2, 2, 2), False, num_classes, stem="cifar", name="cifar_resnet18", **kw)
+def resnet50(num_classes: int = 1000, *, width: int = 64) -> Model:
+    return resnet((3, 4, 6, 3), True, num_classes, width, name="resnet50")
+
+
+def cifar_resnet18(num_classes: int = 10, *, width: int = 64) -> Model:
+    return resnet((2, 2, 2, 2), False, num_classes, width, stem="cifar", name="cifar_resnet18")
+
+
+resnet18.__doc__ = _RESNET_DOC.format(title="ResNet-18", extra="", size="224x224x3",
+                                      smallest="any size >= 32x32 works", params="11,689,512")
+resnet34.__doc__ = _RESNET_DOC.format(title="ResNet-34", extra="", size="224x224x3",
+                                      smallest="any size >= 32x32 works", params="21,797,672")
+resnet50.__doc__ = _RESNET_DOC.format(title="ResNet-50", extra=" (bottleneck blocks, stride in the 3x3 conv)",
+                                      size="224x224x3", smallest="any size >= 32x32 works", params="25,557,032")
+cifar_resnet18.__doc__ = _RESNET_DOC.format(
+    title="CIFAR ResNet-18", extra=" with the CIFAR stem (3x3 stride-1 conv, no max-pool)", size="32x32x3",
+    smallest="any size >= 8x8 works", params="11,173,962")
 
 

@@ -16,6 +16,8 @@ STAGES = {"x0_5": [24, 48, 96, 192, 1024], "x1_0": [24, 116, 232, 464, 1024],
 
 
 def shuffle_unit(in_ch: int, out_ch: int, stride: int):
+    """One ShuffleNetV2 unit from ``in_ch`` to ``out_ch`` channels: stride 1 splits the
+    channels, stride 2 transforms the whole input twice; a 2-group channel shuffle ends it."""
     branch = out_ch // 2
     layers = {}
     if stride > 1:
@@ -36,6 +38,7 @@ def shuffle_unit(in_ch: int, out_ch: int, stride: int):
 
 
 def shufflenet_v2(num_classes: int = 1000, size: str = "x1_0", repeats=(4, 8, 4)) -> Model:
+    """A ShuffleNetV2 of width ``size`` (a key of :data:`STAGES`; see :func:`shufflenet_v2_x1_0`)."""
     ch = STAGES[size]
     items = [("conv1", serial(Conv(ch[0], 3, 2, 1, use_bias=False), BatchNorm(), Relu())),
              ("maxpool", MaxPool(3, 2, 1))]
@@ -51,4 +54,10 @@ def shufflenet_v2(num_classes: int = 1000, size: str = "x1_0", repeats=(4, 8, 4)
 
 
 def shufflenet_v2_x1_0(num_classes: int = 1000) -> Model:
+    """ShuffleNetV2 x1.0 (Ma, Zhang, Zheng & Sun, "ShuffleNet V2: Practical Guidelines for
+    Efficient CNN Architecture Design", ECCV 2018), torchvision's module names.
+
+    Input: 224x224x3 (NHWC; >= 32x32 works). Options: ``num_classes``. Returns a
+    :class:`Model`; 2,278,604 parameters at the defaults.
+    """
     return shufflenet_v2(num_classes, "x1_0")

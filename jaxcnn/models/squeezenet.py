@@ -9,6 +9,8 @@ from .base import Model
 
 
 def fire(squeeze: int, expand1x1: int, expand3x3: int):
+    """A Fire module: 1x1 squeeze to ``squeeze`` channels, then 1x1 (``expand1x1``) and 3x3
+    (``expand3x3``) expansions concatenated on channels, each followed by ReLU."""
     layers = {"squeeze": Conv(squeeze, 1), "squeeze_activation": Relu(),
               "expand1x1": Conv(expand1x1, 1), "expand1x1_activation": Relu(),
               "expand3x3": Conv(expand3x3, 3, padding=1), "expand3x3_activation": Relu()}
@@ -21,6 +23,13 @@ def fire(squeeze: int, expand1x1: int, expand3x3: int):
 
 
 def squeezenet1_0(num_classes: int = 1000, dropout: float = 0.5) -> Model:
+    """SqueezeNet 1.0 (Iandola et al., "SqueezeNet: AlexNet-level accuracy with 50x fewer
+    parameters and <0.5MB model size", 2016), torchvision's module names.
+
+    Input: 224x224x3 (NHWC; >= 48x48 works). Options: ``num_classes``, ``dropout``
+    (before the 1x1-conv classifier). Returns a :class:`Model`; 1,248,424 parameters at
+    the defaults.
+    """
     features = serial(Conv(96, 7, 2), Relu(), MaxPool(3, 2, ceil_mode=True), fire(16, 64, 64), fire(16, 64, 64),
                       fire(32, 128, 128), MaxPool(3, 2, ceil_mode=True), fire(32, 128, 128), fire(48, 192, 192),
                       fire(48, 192, 192), fire(64, 256, 256), MaxPool(3, 2, ceil_mode=True), fire(64, 256, 256))

@@ -10,11 +10,20 @@ from .base import Model
 
 
 def double_conv(features: int):
+    """Two 3x3 'same' conv (no bias) -> BN -> ReLU blocks of ``features`` channels."""
     return serial(Conv(features, 3, padding=1, use_bias=False), BatchNorm(), Relu(),
                   Conv(features, 3, padding=1, use_bias=False), BatchNorm(), Relu())
 
 
-def unet(num_classes: int = 2, base: int = 64, depth: int = 4, input_shape=(128, 128, 1)) -> Model:
+def unet(num_classes: int = 2, base: int = 64, depth: int = 4, input_shape: tuple = (128, 128, 1)) -> Model:
+    """U-Net (Ronneberger, Fischer & Brox, "U-Net: Convolutional Networks for Biomedical
+    Image Segmentation", MICCAI 2015) with 'same' convs and batch norm.
+
+    Input: ``input_shape`` (128x128x1 by default; H and W divisible by ``2**depth``).
+    Output: per-pixel logits ``(N, H, W, num_classes)``. Options: ``num_classes``,
+    ``base`` (the first level's width, doubled per level; 64 in the paper), ``depth``
+    (number of down/up levels), ``input_shape``. Returns a :class:`Model`.
+    """
     widths = [base * 2 ** i for i in range(depth + 1)]
     layers = {"inc": double_conv(widths[0])}
     for i in range(1, depth + 1):

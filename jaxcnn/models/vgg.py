@@ -21,6 +21,7 @@ CONFIGS = {
 
 def vgg(config: str = "vgg16", num_classes: int = 1000, batch_norm: bool = False, hidden: int = 4096,
         pool_size: int = 7, dropout: float = 0.5, width_divisor: int = 1) -> Model:
+    """A VGG of configuration ``config`` (a key of :data:`CONFIGS`; see :func:`vgg16`)."""
     items = []
     for v in CONFIGS[config]:
         if v == "M":
@@ -39,9 +40,26 @@ def vgg(config: str = "vgg16", num_classes: int = 1000, batch_norm: bool = False
                  dict(batch_norm=batch_norm, hidden=hidden, pool_size=pool_size, width_divisor=width_divisor))
 
 
-def vgg11(num_classes: int = 1000, **kw) -> Model:
-    return vgg("vgg11", num_classes, **kw)
+_VGG_DOC = """{title} (Simonyan & Zisserman, "Very Deep Convolutional Networks for
+    Large-Scale Image Recognition", ICLR 2015), torchvision's configuration "{letter}".
+
+    Input: 224x224x3 (NHWC; >= 32x32 works). Options: ``num_classes``, ``batch_norm``
+    (BN after every conv, torchvision's ``{name}_bn``), ``hidden`` (the two hidden dense
+    widths), ``pool_size`` (the adaptive average pool's output before the classifier),
+    ``dropout``, ``width_divisor`` (divides every conv width, for small variants).
+    Returns a :class:`Model`; {params} parameters at the defaults.
+    """
 
 
-def vgg16(num_classes: int = 1000, **kw) -> Model:
-    return vgg("vgg16", num_classes, **kw)
+def vgg11(num_classes: int = 1000, *, batch_norm: bool = False, hidden: int = 4096, pool_size: int = 7,
+          dropout: float = 0.5, width_divisor: int = 1) -> Model:
+    return vgg("vgg11", num_classes, batch_norm, hidden, pool_size, dropout, width_divisor)
+
+
+def vgg16(num_classes: int = 1000, *, batch_norm: bool = False, hidden: int = 4096, pool_size: int = 7,
+          dropout: float = 0.5, width_divisor: int = 1) -> Model:
+    return vgg("vgg16", num_classes, batch_norm, hidden, pool_size, dropout, width_divisor)
+
+
+vgg11.__doc__ = _VGG_DOC.format(title="VGG-11", letter="A", name="vgg11", params="132,863,336")
+vgg16.__doc__ = _VGG_DOC.format(title="VGG-16", letter="D", name="vgg16", params="138,357,544")

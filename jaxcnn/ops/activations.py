@@ -7,37 +7,45 @@ import jax.numpy as jnp
 
 
 def identity(x):
+    """``x`` unchanged."""
     return x
 
 
 def relu(x):
+    """``max(x, 0)`` elementwise; derivative 0 at 0 (torch's)."""
     # jax.nn.relu: derivative 0 at 0 (torch); jnp.maximum would split the tie (0.5).
     return jax.nn.relu(x)
 
 
 def relu6(x):
+    """``min(max(x, 0), 6)`` elementwise; derivative 0 at 0 and 6 (torch's)."""
     # jax.nn.relu6: derivative 0 at 0 and 6 (torch's hardtanh rule); jnp.clip gives 0.5.
     return jax.nn.relu6(x)
 
 
 def leaky_relu(x, negative_slope: float = 0.01):
+    """``x`` where ``x > 0``, else ``negative_slope * x`` (torch's slope at 0)."""
     return jnp.where(x > 0, x, negative_slope * x)  # torch: slope at 0
 
 
 def sigmoid(x):
+    """``1 / (1 + exp(-x))`` elementwise."""
     return jax.nn.sigmoid(x)
 
 
 def tanh(x):
+    """``tanh(x)`` elementwise."""
     return jnp.tanh(x)
 
 
 def elu(x, alpha: float = 1.0):
+    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``; derivative ``alpha`` at 0 (torch's)."""
     # where, not minimum: the derivative at 0 is alpha (torch), not alpha/2.
     return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.where(x > 0, 0.0, x)))
 
 
 def selu(x):
+    """SELU (Klambauer et al. 2017) with torch's constants, elementwise."""
     return jax.nn.selu(x)
 
 
@@ -49,6 +57,7 @@ def gelu(x, approximate: str = "none"):
 
 
 def silu(x):
+    """``x * sigmoid(x)`` (SiLU / swish) elementwise."""
     return jax.nn.silu(x)
 
 
@@ -59,18 +68,22 @@ def softplus(x, beta: float = 1.0, threshold: float = 20.0):
 
 
 def hardsigmoid(x):
+    """``relu6(x + 3) / 6`` elementwise (torch's Hardsigmoid)."""
     return relu6(x + 3.0) / 6.0
 
 
 def hardswish(x):
+    """``x * relu6(x + 3) / 6`` elementwise (torch's Hardswish)."""
     return x * relu6(x + 3.0) / 6.0
 
 
 def softmax(x, axis: int = -1):
+    """Softmax over ``axis`` (default the last: class scores in NHWC logits)."""
     return jax.nn.softmax(x, axis=axis)
 
 
 def log_softmax(x, axis: int = -1):
+    """Log-softmax over ``axis``, computed stably."""
     return jax.nn.log_softmax(x, axis=axis)
 
 

@@ -66,6 +66,8 @@ def check_channels(x, expected: int, layout: str, op: str, what: str = "input ch
 
 
 def check_groups(c_in: int, c_out: int, groups: int, op: str):
+    """Raise ``ValueError`` naming ``op`` unless ``groups`` is a positive int dividing both
+    ``c_in`` and ``c_out``."""
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     if c_in % groups or c_out % groups:
@@ -83,6 +85,7 @@ def check_window_fits(sizes, pads, eff_kernel, op: str, shape):
 
 
 def check_output_positive(out_sizes, op: str, shape):
+    """Raise ``ValueError`` naming ``op`` and the input ``shape`` when any output size is <= 0."""
     if any(o <= 0 for o in out_sizes):
         raise ValueError(f"{op}: the output would have zero size {describe(out_sizes)} for input shape "
                          f"{describe(shape)}; use a smaller kernel/stride or more padding")

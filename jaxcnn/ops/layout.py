@@ -34,6 +34,8 @@ def dimension_numbers(rank: int, layout: str, op: str = "op") -> tuple[str, str,
 
 
 def channel_axis(ndim: int, layout: str, op: str = "op") -> int:
+    """The channel axis of a batched array of rank ``ndim`` in ``layout`` (last for
+    channels-last, 1 otherwise); ``ValueError`` for an unknown layout."""
     return ndim - 1 if channels_last(layout, op) else 1
 
 

@@ -30,6 +30,8 @@ def ntuple(value, n: int, name: str, op: str) -> tuple[int, ...]:
 
 
 def positive_tuple(value, n: int, name: str, op: str) -> tuple[int, ...]:
+    """``value`` (an int or a sequence of ``n``) as an ``n``-tuple of ints >= 1;
+    ``ValueError`` naming ``op`` and ``name`` otherwise."""
     values = ntuple(value, n, name, op)
     if any(v < 1 for v in values):
         raise ValueError(f"{op}: {name} must be positive, got {value!r}")

@@ -143,6 +143,8 @@ class _reporting_write_failure:
 
 
 def write_pending_checksums(manager: ocp.CheckpointManager) -> None:
+    """Wait for ``manager``'s pending asynchronous saves and write their sha256 manifests;
+    a failed write raises :class:`CheckpointWriteError`."""
     pending = _PENDING.get(manager) or []
     if not pending:
         return
@@ -325,6 +327,7 @@ def restore_intact(directory: str | os.PathLike, args_for: Callable[[], Any], st
 
 
 def latest_step(manager: ocp.CheckpointManager) -> int | None:
+    """The newest step ``manager`` holds, or ``None`` when it holds none."""
     return manager.latest_step()
 
 

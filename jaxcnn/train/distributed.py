@@ -51,6 +51,8 @@ def die(message: str, status: int = 1) -> None:
 
 
 def parse_address(address: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (brackets allowed around an IPv6 host) as ``(host, port)``;
+    ``ValueError`` naming ``--coordinator`` otherwise."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--coordinator must be HOST:PORT (port 1-65535), got {address!r}")
@@ -238,6 +240,7 @@ class PeerWatch:
             self._stop.wait(self.interval_s)
 
     def start(self) -> "PeerWatch":
+        """Start the heartbeat thread; returns ``self``."""
         self._thread.start()
         return self
 
@@ -265,6 +268,7 @@ def watch_peers(timeout_s: float = 10.0, interval_s: float = 1.0,
 
 
 def shutdown() -> None:
+    """Leave the ``jax.distributed`` group (``jax.distributed.shutdown``)."""
     jax.distributed.shutdown()
 
 

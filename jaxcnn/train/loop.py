@@ -39,6 +39,7 @@ from ..dispatch import DEFAULT_MODE
 from . import checkpoint as ckpt
 from . import rundir
 from .metrics import MetricsWriter, NonFiniteLossError, check_finite, finish_eval, mean_metrics
+from .tensorboard import open_writer
 from .parallel import make_runner, pad_batch
 from .state import TrainState, create_train_state
 from .step import make_eval_step
@@ -136,12 +137,14 @@ class _RunFiles:
     restored on resume (and metrics.jsonl cut back to it), each evaluation's record
     appended and each checkpoint saved. Without a directory every method does nothing."""
 
-    def __init__(self, host_state, manager=None, writer=None, start_epoch=0, start_in_epoch=0, last_saved=None):
-        self.host_state, self.manager, self.writer = host_state, manager, writer
+    def __init__(self, host_state, manager=None, writer=None, start_epoch=0, start_in_epoch=0, last_saved=None,
+                 board=None):
+        self.host_state, self.manager, self.writer, self.board = host_state, manager, writer, board
         self.start_epoch, self.start_in_epoch, self.last_saved = start_epoch, start_in_epoch, last_saved
 
     @classmethod
-    def open(cls, out_dir, *, resume: bool, config, primary: bool, keep: int, host_state, seed: int) -> "_RunFiles":
+    def open(cls, out_dir, *, resume: bool, config, primary: bool, keep: int, host_state, seed: int,
+             tensorboard: bool = True) -> "_RunFiles":
         os.makedirs(out_dir, exist_ok=True)
         ckpt_dir = os.path.join(out_dir, rundir.CHECKPOINTS)
         if config is not None and primary and rundir.read_config(out_dir) is None:
@@ -161,12 +164,17 @@ class _RunFiles:
             rundir.truncate_metrics(os.path.join(out_dir, rundir.METRICS), files.last_saved or 0)
         files.manager = ckpt.checkpoint_manager(ckpt_dir, max_to_keep=keep)
         files.writer = MetricsWriter(os.path.join(out_dir, rundir.METRICS) if primary else None)
+        # the same scalars for TensorBoard; on resume its files are cut back as metrics.jsonl is
+        files.board = open_writer(out_dir, resume_step=(files.last_saved or 0) if resume else None,
+                                  enabled=tensorboard and primary)
         return files
 
     def log(self, record: dict, bar) -> None:
         """Append ``record`` to metrics.jsonl and print it as one line (``bar``: process 0's)."""
         if self.writer is not None:
             self.writer.write(record)
+        if self.board is not None:
+            self.board.write_record(record)
         if bar is not None:  # one line per evaluation, with or without the progress bar
             bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
@@ -179,6 +187,8 @@ class _RunFiles:
     def close(self, failed: bool) -> None:
         """Wait for the last save and write its checksums; while already failing, a second
         error from cleaning up is not the one to report."""
+        if self.board is not None:
+            self.board.close()
         if self.manager is None:
             return
         try:
@@ -227,11 +237,17 @@ class _Meter:
     def images_per_sec(self) -> float:
         return self.window_images / max(self.train_time, 1e-9)
 
-    def record(self, step: int, steps_per_epoch: int) -> dict:
-        """The evaluation record's training part: the window's mean loss and accuracy."""
+    def record(self, step: int, steps_per_epoch: int, learning_rate=None) -> dict:
+        """The evaluation record's training part: the window's mean loss, accuracy and
+        gradient norm, and the learning rate of the last update."""
         train_avg = mean_metrics(self.window)
-        return {"epoch": round(step / steps_per_epoch, 4), "step": step,
-                "train_loss": train_avg["loss"], "train_accuracy": train_avg["accuracy"]}
+        record = {"epoch": round(step / steps_per_epoch, 4), "step": step,
+                  "train_loss": train_avg["loss"], "train_accuracy": train_avg["accuracy"]}
+        if "grad_norm" in train_avg:
+            record["grad_norm"] = train_avg["grad_norm"]
+        if learning_rate is not None:   # the rate the last update used (optax counts from 0)
+            record["lr"] = float(learning_rate(max(step - 1, 0)) if callable(learning_rate) else learning_rate)
+        return record
 
     def exclude_compile(self) -> None:
         """After the first step (which compiled): its time and images do not count."""
@@ -259,7 +275,8 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
         seed: int = 0, parallel: str = "none", backprop: str = DEFAULT_MODE, precision: str = "fp32",
         out_dir: str | os.PathLike | None = None, resume: bool = False, eval_every: int = 0, log_every: int = 50,
         keep_checkpoints: int = 3, config: dict[str, Any] | None = None, progress: bool = True,
-        augment: Callable | None = None, devices=None, auto_table: dict[str, str] | None = None) -> FitResult:
+        augment: Callable | None = None, devices=None, auto_table: dict[str, str] | None = None,
+        tensorboard: bool = True, learning_rate: Callable[[int], Any] | float | None = None) -> FitResult:
     """Train ``model`` for ``epochs`` epochs of ``steps_per_epoch`` steps.
 
     ``augment(key, images)``: optional on-device augmentation inside the train step.
@@ -273,7 +290,13 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     unless the directory already has one (it is the run's identity, written once).
     With several processes every process calls ``fit`` with its own batches; process 0
     writes ``metrics.jsonl``/``config.json``, prints one line per evaluation and shows the
-    progress bar unless ``progress`` is False.
+    progress bar unless ``progress`` is False (or stderr is not a terminal).
+
+    ``tensorboard``: process 0 also writes each evaluation record's scalars as TensorBoard
+    event files into ``out_dir`` (:mod:`jaxcnn.train.tensorboard`), cut back to the
+    restored step on resume. ``learning_rate`` (the optimiser's schedule, or a float) adds
+    ``lr``, the rate of the last update, to every record; ``grad_norm`` (the mean global
+    gradient norm since the last record) is recorded either way.
 
     On CPU, call :func:`jaxcnn.hostmem.keep_freed_memory` before the script's first jax
     computation, as the ``jaxcnn`` command does: without it glibc maps and page-faults
@@ -294,13 +317,16 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
     host_state = jax.device_get(create_train_state(model, tx, init_key, input_shape))
     files = _RunFiles.open(out_dir, resume=resume, config=config, primary=primary, keep=keep_checkpoints,
-                           host_state=host_state, seed=seed) if out_dir is not None else _RunFiles(host_state)
+                           host_state=host_state, seed=seed, tensorboard=tensorboard) \
+        if out_dir is not None else _RunFiles(host_state)
     step = int(files.host_state.step)
     train_state = runner.put_state(files.host_state)
     total_steps = epochs * steps_per_epoch
     history: list[dict[str, Any]] = []
+    # disable=None: tqdm draws no bar when stderr is not a terminal (no carriage-return
+    # lines in a redirected log); the per-evaluation lines are printed either way
     meter = _Meter(runner, files, step, tqdm(total=total_steps, initial=step, unit="step",
-                                             disable=not (progress and primary), dynamic_ncols=True))
+                                             disable=None if progress and primary else True, dynamic_ncols=True))
     start_epoch, start_in_epoch = files.start_epoch, files.start_in_epoch
     failed = False
 
@@ -332,7 +358,7 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
 
                 # -------------------------------------------------- evaluate + save
                 t_eval = time.perf_counter()
-                record = meter.record(step, steps_per_epoch)
+                record = meter.record(step, steps_per_epoch, learning_rate)
                 if test_batches is not None:
                     test = evaluate(runner, train_state, test_batches())
                     record.update(test_loss=test["loss"], test_accuracy=test["accuracy"])

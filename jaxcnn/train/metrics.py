@@ -58,6 +58,7 @@ class MetricsWriter:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` as one JSON line (nothing when the writer has no path)."""
         if self.path is None:
             return
         with open(self.path, "a") as f:
@@ -65,5 +66,6 @@ class MetricsWriter:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file, one dict per non-empty line."""
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -28,6 +28,8 @@ PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 def compute_dtype(precision: str):
+    """The compute dtype for ``precision`` (a key of :data:`PRECISIONS`); ``ValueError``
+    listing them otherwise."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return PRECISIONS[precision]

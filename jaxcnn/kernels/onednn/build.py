@@ -58,6 +58,8 @@ def onednn_prefix() -> str | None:
 
 
 def compile_command(output: str) -> list[str]:
+    """The C++ compiler command (``$CXX`` or ``c++``) that builds the oneDNN custom-call
+    library at ``output``."""
     import jax
     cxx = shlex.split(os.environ.get("CXX") or "c++")
     prefix = onednn_prefix()
