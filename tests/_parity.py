@@ -20,3 +20,13 @@ def to_last(a):
 def to_first(a):
     """(N, *spatial, C) -> (N, C, *spatial), contiguous."""
     return np.ascontiguousarray(np.moveaxis(np.asarray(a), -1, 1))
+
+
+def torch_vjp(fn, args, g):
+    """torch's value and input gradients of ``fn(*args)`` for the output cotangent ``g``:
+    ``(y, [dL/d arg, ...])`` as numpy arrays (the reference every parity test compares with)."""
+    import torch
+    ts = [torch.tensor(a, requires_grad=True) for a in args]
+    y = fn(*ts)
+    grads = torch.autograd.grad(y, ts, grad_outputs=torch.tensor(g))
+    return y.detach().numpy(), [gr.numpy() for gr in grads]

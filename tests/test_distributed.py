@@ -2,7 +2,6 @@
 halves of every global batch; the result equals one process training on the whole
 global batches, under both pmap and sharded."""
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ import pytest
 
 from jaxcnn.train import fit, make_optimizer
 from test_train_step import ce, tiny_batches, tiny_data, tiny_model
+from _helpers import free_port
 
 TESTS = Path(__file__).resolve().parent
 WORKER = textwrap.dedent("""
@@ -44,19 +44,13 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     procs = [subprocess.Popen([sys.executable, str(script), address, str(i), str(tmp_path)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:

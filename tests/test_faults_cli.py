@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["--dataset", "synthetic", "--no-progress", "--batch-size", "128"]  # 8 steps per epoch
@@ -221,16 +221,10 @@ def test_eval_falls_back_from_a_damaged_newest_checkpoint(tmp_path, capsys):
     assert "no intact checkpoint" in _refused(capsys, "eval", "--checkpoint", run, "--step", "16")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_unreachable_and_unresolvable_coordinator_fail_fast(tmp_path):
     t0 = time.time()
-    r = jaxcnn("train", *BASE, "--parallel", "pmap", "--coordinator", f"127.0.0.1:{_free_port()}",
+    r = jaxcnn("train", *BASE, "--parallel", "pmap", "--coordinator", f"127.0.0.1:{free_port()}",
                "--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "5", "--out", tmp_path / "a")
     assert time.time() - t0 < 40
     assert r.returncode != 0 and "could not join the run at coordinator" in r.stderr and "within 5 s" in r.stderr
@@ -241,7 +235,7 @@ def test_unreachable_and_unresolvable_coordinator_fail_fast(tmp_path):
 
 
 def _two(tmp_path, *extra_by_process, port=None):
-    port = port or _free_port()
+    port = port or free_port()
     return [popen("train", *BASE, "--parallel", "pmap", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                   "--process-id", i, "--out", tmp_path / "run", "--coordinator-timeout", "60", *extra,
                   XLA_FLAGS="--xla_force_host_platform_device_count=2")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as TF
 
 import jaxcnn.ops as F
-from _parity import assert_close, to_first, to_last
+from _parity import assert_close, to_first, to_last, torch_vjp
 
 
 def jit_vjp(fn, args, g):
@@ -16,13 +16,6 @@ def jit_vjp(fn, args, g):
         y, vjp = jax.vjp(fn, *args)
         return y, vjp(g)
     return jax.jit(both)(args, g)
-
-
-def torch_vjp(fn, args, g):
-    ts = [torch.tensor(a, requires_grad=True) for a in args]
-    y = fn(*ts)
-    grads = torch.autograd.grad(y, ts, grad_outputs=torch.tensor(g))
-    return y.detach().numpy(), [gr.numpy() for gr in grads]
 
 
 # --- activations -----------------------------------------------------------------------
