@@ -34,7 +34,7 @@ def cli_defaults():
 
 def default_step(name, *, parallel="none", precision=None):
     """``(jitted step, abstract args)`` as ``jaxcnn train --model name`` builds them."""
-    from jaxcnn.backprop import dispatch
+    from jaxcnn import dispatch
     from jaxcnn.train import abstract_train_state, make_optimizer, make_runner, make_schedule
     d = cli_defaults()
     model = create(name, num_classes=10)
@@ -80,7 +80,7 @@ def test_the_defaults_are_the_ones_checked():
 
 def test_on_cpu_the_default_step_holds_onednn_calls_that_export_refuses():
     """The control: the check above can fail. Lowered for CPU, "auto" uses oneDNN."""
-    from jaxcnn.backprop import onednn
+    from jaxcnn.kernels import onednn
     if not onednn.load():
         pytest.skip(f"oneDNN not built here: {onednn.reason()}")
     step, args = default_step("fmnist_cnn")

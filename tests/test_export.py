@@ -129,7 +129,7 @@ def _custom_call_targets(text):
 def test_auto_mode_never_reaches_the_artifact():
     """Exported under backprop_mode("auto"), the artifact holds XLA's convolution, not
     the oneDNN custom calls that a forward traced under "auto" lowers to on CPU."""
-    from jaxcnn.backprop import onednn
+    from jaxcnn.kernels import onednn
     model, params, state = _small()
     spec = jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32)
     if onednn.load():   # the control: the same forward, exported as traced under "auto", is refused

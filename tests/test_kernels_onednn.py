@@ -1,4 +1,4 @@
-"""backprop.onednn: a convolution whose three passes are oneDNN custom calls equals
+"""kernels.onednn: a convolution whose three passes are oneDNN custom calls equals
 jaxcnn.ops.conv (float64 reference) and torch in values and gradients, for 1-3 spatial
 dims, strides, dilations, asymmetric padding and groups; under jit, vmap and pmap; keeps
 the op's errors; falls back (no custom call) off its path and on other platforms; and a

@@ -1,4 +1,4 @@
-"""backprop.fast: the arg-max max-pool backward and the fused BatchNorm backward equal
+"""kernels.xla: the arg-max max-pool backward and the fused BatchNorm backward equal
 jax autodiff (float64, 1e-10) and torch autograd (ties and NaN included), and the
 "auto" mode trains a zoo model with BN + max-pool + dropout to autodiff's gradients."""
 import jax

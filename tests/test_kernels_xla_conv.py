@@ -1,4 +1,4 @@
-"""backprop.fast.conv: a narrow input's shifted-forward convolution equals jaxcnn.ops.conv
+"""kernels.xla.conv: a narrow input's shifted-forward convolution equals jaxcnn.ops.conv
 and torch (values and gradients, float64), keeps the op's errors, and falls back to the
 op off its fast path; under jit the arg-max max-pool backward stays right downstream of it
 (jaxlib 0.10.2 miscompiled the former equality-test backward there)."""

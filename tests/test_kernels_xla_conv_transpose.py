@@ -1,4 +1,4 @@
-"""backprop.fast.conv_transpose: a strided transposed convolution as matmul + overlap-add
+"""kernels.xla.conv_transpose: a strided transposed convolution as matmul + overlap-add
 (block-shift and per-tap placements) equals jaxcnn.ops.conv_transpose and torch
 (values and gradients, float64), keeps the op's errors, falls back to the op off its
 path, and is what backprop="auto" uses."""

@@ -120,7 +120,7 @@ def export_inference(model, params, state, *, image_shape: Sequence[int], normal
     caller is in. Bad arguments raise ``ValueError`` naming the argument, the expected
     and the given value.
     """
-    from ..backprop import backprop_mode
+    from ..dispatch import backprop_mode
     platforms = _check_platforms(platforms)
     shape = _check_image_shape(image_shape)
     normalization = _check_normalization(normalization, shape[-1])

@@ -4,7 +4,7 @@
 //
 // Why: XLA:CPU's own convolution backward transposes the weight gradient's input and
 // runs at about half its forward's rate; oneDNN (what PyTorch uses on CPU) has direct
-// kernels for all three passes. Built on first use by jaxcnn/backprop/onednn/build.py
+// kernels for all three passes. Built on first use by jaxcnn/kernels/onednn/build.py
 // against oneDNN 3.x (pip: onednn-devel-cpu-gomp, a dependency of jaxcnn on x86-64 Linux).
 //
 // Every handler takes the geometry as one int64 array attribute:
