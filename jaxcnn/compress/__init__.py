@@ -11,3 +11,4 @@ from .binarize import binarize, sign, sign_ste, xnor_alpha  # noqa: F401
 from .wrap import binary_model, qat_model, transformed_model  # noqa: F401
 from .storage import CompressedFileError, float_bytes, load_compressed, save_compressed  # noqa: F401
 from .runs import load_run, restore_compressed_run  # noqa: F401
+from .settings import check_settings  # noqa: F401
