@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run a subcommand. A user's mistake (:mod:`jaxcnn.commands.errors`) prints one line,
     ``jaxcnn <command>: error: <message>``, and returns 2; ``JAXCNN_DEBUG=1`` raises it
     with its traceback instead."""
-    from .commands.errors import USER_ERRORS
+    from .commands.errors import DAMAGED_FILE_ERRORS, USER_ERRORS
     from .hostmem import keep_freed_memory
     try:
         for warning in config.check_environment():
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(str(e).split())  # one line, whatever the exception held
         print(f"jaxcnn {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return 1 if type(e).__name__ in DAMAGED_FILE_ERRORS else 2
     except OSError as e:
         # the machine failed the command (a checkpoint directory made read-only, a full
         # disk): one line, status 1; JAXCNN_DEBUG=1 shows the traceback

@@ -27,7 +27,7 @@ def _error_line(capsys, argv):
     (["train", "--model", "nosuchpackage.nets:cnn"], "cannot import 'nosuchpackage.nets'"),
     (["train", "--dataset", "idx:/nonexistent/dir"], "/nonexistent/dir"),
     (["gradcheck", "--op", "conv", "--groups", "3"],
-     "--groups 3 must divide both the input channels (2, from --input 1,8,8,2) and --out-channels (4)"),
+     "--groups 3 must divide both the input channels (2, from --input 8,8,2) and --out-channels (4)"),
     (["eval", "--checkpoint", "/nonexistent/run"], "no config.json in /nonexistent/run"),
 ])
 def test_user_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, expected):

@@ -48,7 +48,7 @@ def test_false_switches_onednn_off(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "JAXCNN_ONEDNN": "false",
                                                           "JAXCNN_CACHE_DIR": str(tmp_path)},
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.startswith("False switched off"), r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout.startswith("False oneDNN switched off by JAXCNN_ONEDNN=false"), r.stdout + r.stderr
 
 
 def test_cache_dir_and_saved_table_paths():

@@ -99,3 +99,72 @@ def test_bad_input(setup):
         inspect.integrated_gradients(model, params, state, x, 1, method="riemann")
     with pytest.raises(ValueError, match=r"smoothgrad: x must have shape \(batch, \*\(28, 28, 1\)\)"):
         inspect.smoothgrad(model, params, state, x[0], 1, key=jax.random.PRNGKey(0))
+
+
+def test_a_stride_larger_than_the_window_is_refused_as_captum_refuses_it(setup):
+    """It left pixels no window covers, and returned NaN there (0/0). Captum 0.9 asserts
+    "Stride dimension ... cannot be larger than sliding window shape dimension"; we raise
+    a ValueError naming both; at stride == window both agree (each pixel in one window)."""
+    model, params, state, net, x = setup
+    with pytest.raises(AssertionError, match="cannot be larger than sliding window"):
+        Occlusion(net).attribute(nchw(x), sliding_window_shapes=(1, 4, 4), strides=(1, 5, 5), target=0)
+    for stride in ((5, 5), (4, 100), 100):
+        with pytest.raises(ValueError, match=r"occlusion: stride must be at most the window .* for window \(4, 4\)"):
+            inspect.occlusion(model, params, state, x, 0, (4, 4), stride)
+    ref = Occlusion(net).attribute(nchw(x), sliding_window_shapes=(1, 4, 4), strides=(1, 4, 4), baselines=0.25,
+                                   target=torch.from_numpy(TARGETS))
+    ours = inspect.occlusion(model, params, state, x, jnp.asarray(TARGETS), (4, 4), (4, 4), baseline=0.25)
+    assert np.all(np.isfinite(np.asarray(ours))) and rel_err(ours, nhwc(ref)) < 1e-4
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, p, s, x: inspect.occlusion(m, p, s, x, 0, 2.5), r"occlusion: window must be an int or a pair of ints "
+                                                               r"\(h, w\), got 2.5"),
+    (lambda m, p, s, x: inspect.occlusion(m, p, s, x, 0, (3, 2.0)), r"window must be an int or a pair of ints"),
+    (lambda m, p, s, x: inspect.occlusion(m, p, s, x, 0, 3, 1.5), r"stride must be an int or a pair of ints"),
+    (lambda m, p, s, x: inspect.occlusion(m, p, s, x, 0, 0), r"window must be >= 1 in each dimension, got \(0, 0\)"),
+    (lambda m, p, s, x: inspect.occlusion(m, p, s, x, 0, 3, 0), r"stride must be >= 1 in each dimension"),
+    (lambda m, p, s, x: inspect.occlusion(m, p, s, x, 0, 3, 1, windows_per_pass=0), r"windows_per_pass must be"),
+    (lambda m, p, s, x: inspect.smoothgrad(m, p, s, x, 0, key=jax.random.PRNGKey(0), samples=0),
+     r"smoothgrad: samples must be an int >= 1 .*got 0"),
+    (lambda m, p, s, x: inspect.smoothgrad(m, p, s, x, 0, key=jax.random.PRNGKey(0), stdev=float("nan")),
+     r"smoothgrad: stdev must be a finite number >= 0, got nan"),
+    (lambda m, p, s, x: inspect.fgsm(m, p, s, x, 0, float("nan")), r"fgsm: eps must be a finite number >= 0, got nan"),
+    (lambda m, p, s, x: inspect.fgsm(m, p, s, x, 0, -1.0), r"fgsm: eps must be a finite number >= 0, got -1.0"),
+    (lambda m, p, s, x: inspect.pgd(m, p, s, x, 0, -1.0, 0.1, 3), r"pgd: eps must be a finite number >= 0"),
+    (lambda m, p, s, x: inspect.pgd(m, p, s, x, 0, 0.1, float("inf"), 3), r"pgd: step must be a finite number"),
+    (lambda m, p, s, x: inspect.pgd(m, p, s, x, 0, 0.1, 0.01, -2), r"pgd: iters must be an int >= 0, got -2"),
+])
+def test_bad_arguments_are_one_line_value_errors(setup, call, message):
+    model, params, state, _, x = setup
+    with pytest.raises(ValueError, match=message) as info:
+        call(model, params, state, x[:1])
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m, p, s, x: inspect.saliency(m, p, s, x, 0),
+    lambda m, p, s, x: inspect.grad_x_input(m, p, s, x, 0),
+    lambda m, p, s, x: inspect.integrated_gradients(m, p, s, x, 0, steps=4),
+    lambda m, p, s, x: inspect.smoothgrad(m, p, s, x, 0, key=jax.random.PRNGKey(0), samples=2),
+    lambda m, p, s, x: inspect.occlusion(m, p, s, x, 0, 7, 7),
+    lambda m, p, s, x: inspect.occlusion_sweep(m, p, s, x, 0, [7]),
+    lambda m, p, s, x: inspect.fgsm(m, p, s, x, 0, 0.1),
+    lambda m, p, s, x: inspect.pgd(m, p, s, x, 0, 0.1, 0.01, 2),
+    lambda m, p, s, x: inspect.activations(m, p, s, x, "conv1"),
+    lambda m, p, s, x: inspect.layer_gradient(m, p, s, x, "conv1", 0),
+])
+def test_an_empty_batch_is_a_value_error(setup, fn):
+    """integrated_gradients and occlusion died with ZeroDivisionError; the others returned
+    empty arrays of NaN statistics downstream."""
+    model, params, state, _, x = setup
+    with pytest.raises(ValueError, match=r"x must be a batch of at least 1 example, got shape \(0, 28, 28, 1\)"):
+        fn(model, params, state, x[:0])
+
+
+def test_a_callable_target_returning_classes_picks_their_scores(setup):
+    from jaxcnn.inspect.cam import predicted
+    model, params, state, _, x = setup
+    pred = jnp.argmax(model.apply(params, state, x)[0], axis=-1)
+    np.testing.assert_array_equal(inspect.saliency(model, params, state, x, predicted),
+                                  inspect.saliency(model, params, state, x, pred))

@@ -141,3 +141,30 @@ def test_filters_and_activations_as_arrays(setup):
     assert acts["conv1"].shape == (4, 28, 28, 32) and acts["pool2"].shape == (4, 7, 7, 64)
     single = jax.vmap(lambda xi: inspect.activations(model, params, state, xi[None], "pool2")["pool2"][0])(x)
     np.testing.assert_allclose(single, acts["pool2"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
+                                    pytest.param("scorecam", marks=pytest.mark.slow)])
+def test_the_default_target_is_the_predicted_class(setup, method):
+    """target=None (documented: each example's predicted class) works for every method --
+    the gradient methods raised JAX's "grad requires real-valued outputs" TypeError -- and
+    equals passing the arg-max classes; for gradcam also pytorch-grad-cam's targets=None."""
+    model, params, state, net, x = setup
+    pred = jnp.argmax(model.apply(params, state, x)[0], axis=-1)
+    default = inspect.grad_cam(model, params, state, x, "bn4", method=method)
+    explicit = inspect.grad_cam(model, params, state, x, "bn4", pred, method=method)
+    np.testing.assert_allclose(default, explicit, rtol=1e-6, atol=1e-7)
+    assert np.all(np.isfinite(np.asarray(default)))
+    if method == "gradcam":
+        cam = PEERS[method](model=net, target_layers=[net.bn4])
+        ref = cam(input_tensor=nchw(x), targets=None)
+        up = inspect.grad_cam(model, params, state, x, "bn4", method=method, upsample=True)
+        assert np.max(np.abs(np.asarray(up) - ref)) < 1e-4
+
+
+def test_an_empty_batch_is_refused(setup):
+    model, params, state, _, x = setup
+    for method in ("gradcam", "eigencam"):
+        with pytest.raises(ValueError, match=r"grad_cam: x must be a batch of at least 1 example, got shape "
+                                             r"\(0, 28, 28, 1\)"):
+            inspect.grad_cam(model, params, state, x[:0], "bn4", method=method)

@@ -56,6 +56,6 @@ def test_gradcheck_model_train_mode():
 
 def test_cli_gradcheck_op(capsys):
     code = cli.main(["gradcheck", "--op", "conv", "--stride", "2", "--padding", "1", "--kernel", "3",
-                     "--input", "1,6,6,2", "--layout", "NHWC", "--fd-samples", "4"])
+                     "--input", "6,6,2", "--batch", "1", "--layout", "NHWC", "--fd-samples", "4"])
     out = capsys.readouterr().out
     assert code == 0 and "PASSED" in out and "finite_diff" in out

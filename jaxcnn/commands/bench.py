@@ -12,7 +12,7 @@ import statistics
 import time
 
 from .startup import apply_saved_table
-from .summary import input_shape
+from .summary import batched_shape, input_shape
 
 
 def register(subparsers) -> None:
@@ -55,7 +55,7 @@ def run(args) -> int:
         raise UsageError(f"--batch must be >= 2 and --steps/--rounds >= 1, got {args.batch}/{args.steps}/"
                          f"{args.rounds}")
     model = create(args.model, num_classes=args.num_classes)
-    shape = (args.batch, *input_shape(args, model))
+    shape = batched_shape(args, input_shape(args, model))
     if args.tune:
         # measured against the package's table, not a table an earlier --tune saved
         return _tune(args, model, shape)

@@ -63,7 +63,6 @@ def register(subparsers) -> None:
 
 
 def _check(args):
-    import math
     if not 0.0 <= args.prune < 1.0:
         raise UsageError(f"--prune must be in [0, 1) (the fraction pruned), got {args.prune}")
     if args.binarize != "none" and (args.quantize != "none" or args.prune):
@@ -75,16 +74,13 @@ def _check(args):
         raise UsageError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
     if args.schedule != "oneshot" and args.prune and args.finetune_epochs < 1:
         raise UsageError(f"--schedule {args.schedule} prunes during fine-tuning: give --finetune-epochs >= 1")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
-    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
-        raise UsageError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
-    if args.calibration_batches < 1:
-        raise UsageError(f"--calibration-batches must be >= 1, got {args.calibration_batches}")
-    if args.steps_per_epoch is not None and args.steps_per_epoch < 1:
-        raise UsageError(f"--steps-per-epoch must be >= 1, got {args.steps_per_epoch}")
+    from ..compress import check_settings
+    try:       # the pipeline's numbers, checked where the library defines them
+        check_settings(batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                       finetune_epochs=args.finetune_epochs, calibration_batches=args.calibration_batches,
+                       steps_per_epoch=args.steps_per_epoch, prune=args.prune, flags=True)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     from ..compress.quantize import SCHEMES
     if args.scheme not in SCHEMES:
         raise UsageError(f"--scheme must be one of {', '.join(SCHEMES)}, got {args.scheme!r}")

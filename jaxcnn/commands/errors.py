@@ -13,5 +13,10 @@ class UsageError(Exception):
     """A mistake in the command line or its inputs; printed as one line, exit status 2."""
 
 
+# Damaged files the user handed over (the command line was right; the file is not):
+# one line, exit status 1. Named, not imported: they live in modules that need jax.
+DAMAGED_FILE_ERRORS = ("CompressedFileError",)
+
 # What main() turns into one line + exit 2 (op and layer input checks raise these).
 USER_ERRORS = (UsageError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError)
+

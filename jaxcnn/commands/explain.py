@@ -74,7 +74,24 @@ def last_feature_map(model, params, state, x):
     return maps[-1]
 
 
+def check_args(args) -> None:
+    """The numeric flags, before the run is opened: a zero window or stride was silently
+    replaced by the default, a NaN or negative eps gave NaN images."""
+    import math
+    for flag, value in (("--window", args.window), ("--stride", args.stride)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be >= 1 (pixels), got {value}")
+    if args.window is not None and args.stride is not None and args.stride > args.window:
+        raise UsageError(f"--stride must be at most --window (as in Captum; pixels between windows would get "
+                         f"no attribution), got --stride {args.stride} --window {args.window}")
+    if not math.isfinite(args.eps) or args.eps < 0:
+        raise UsageError(f"--eps must be a finite number >= 0, got {args.eps}")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+
+
 def run(args) -> int:
+    check_args(args)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -132,8 +149,10 @@ def run(args) -> int:
         elif m == "smoothgrad":
             a = inspect.smoothgrad(model, params, state, x, tj, key=jax.random.PRNGKey(0), samples=16, stdev=0.15)
         else:
-            w = args.window or max(1, x.shape[1] // 4)
-            a = inspect.occlusion(model, params, state, x, tj, (w, w), args.stride or max(1, w // 2))
+            # `is None`, not `or`: an explicit 0 is refused (check_args), never replaced
+            w = args.window if args.window is not None else max(1, x.shape[1] // 4)
+            stride = args.stride if args.stride is not None else max(1, w // 2)
+            a = inspect.occlusion(model, params, state, x, tj, (w, w), stride)
         a = np.asarray(a)
         for j, i in enumerate(idx):
             np.save(out(f"{m}_{i}.npy"), a[j])

@@ -1,12 +1,14 @@
 """``jaxcnn gradcheck``: compare autodiff, explicit backprop, finite differences and the
 dense Jacobian for one op (``--op conv --stride 2 ...``) or a model (``--model lenet``).
-Prints the table; exits 1 on a mismatch."""
+Prints the table; exits 1 on a mismatch. ``--input`` is one example's shape without the
+batch (as in ``jaxcnn summary``); the batch is ``--batch``."""
 from __future__ import annotations
 
 import argparse
 
 from . import HelpFormatter
 from .errors import UsageError
+from .summary import input_shape, parse_shape
 
 OPS = ("conv", "conv_transpose", "max_pool", "avg_pool", "dense")
 
@@ -33,8 +35,10 @@ def register(subparsers) -> None:
     what.add_argument("--model", help="a zoo name (jaxcnn.models.available()) or 'package.module:function'")
     what.add_argument("--op", choices=OPS, help="a single op")
     p.add_argument("--num-classes", type=int, default=10, help="model output width")
-    p.add_argument("--input", type=_ints, default=None,
-                   help="input shape with the batch axis, comma-separated (op default 1,8,8,2; model 2,28,28,1)")
+    p.add_argument("--input", default=None,
+                   help="one example's shape without the batch, as in `jaxcnn summary`: H,W,C (C,H,W with "
+                        "--layout NCHW), 1-3 spatial dims for an op (op default 8,8,2; model default 28,28,1)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (op default 1; model default 2)")
     p.add_argument("--layout", default="NHWC", choices=("NHWC", "NCHW"), help="channels-last or torch's layout")
     p.add_argument("--kernel", type=_ints, default=(3,), help="kernel size (int or per-dim)")
     p.add_argument("--stride", type=_ints, default=(1,), help="int or per-dim, comma-separated")
@@ -55,13 +59,35 @@ def _one(v):
     return v[0] if len(v) == 1 else v
 
 
+OP_INPUT, OP_BATCH = (8, 8, 2), 1
+MODEL_INPUT, MODEL_BATCH = (28, 28, 1), 2
+
+
+def _batch(args, default: int) -> int:
+    batch = default if args.batch is None else args.batch
+    if batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {batch}")
+    return batch
+
+
+def op_input_shape(args) -> tuple[int, ...]:
+    """``(--batch, *--input)`` for an op. ``--input`` is one example, channels and 1-3
+    spatial dims (``dense``: any shape, flattened), the same meaning as in ``summary``."""
+    shape = parse_shape(args.input) if args.input else OP_INPUT
+    if args.op != "dense" and not 2 <= len(shape) <= 4:
+        form = "H,W,C" if args.layout == "NHWC" else "C,H,W"
+        raise UsageError(f"--input: --op {args.op} takes one example's shape without the batch, 1-3 spatial dims "
+                         f"and the channels (e.g. {form}: 3 numbers), got {args.input}")
+    return (_batch(args, OP_BATCH),) + tuple(shape)
+
+
 def _op_report(args):
     import numpy as np
 
     from ..gradcheck import gradcheck_op
 
     rng = np.random.default_rng(args.seed)
-    shape = args.input or (1, 8, 8, 2)
+    shape = op_input_shape(args)
     rank = len(shape) - 2
     nhwc = args.layout == "NHWC"
     c_in = shape[-1] if nhwc else shape[1]
@@ -73,7 +99,7 @@ def _op_report(args):
     g, c_out = args.groups, args.out_channels
     if args.op in ("conv", "conv_transpose") and (g < 1 or c_in % g or c_out % g):
         raise UsageError(f"--groups {g} must divide both the input channels ({c_in}, from --input "
-                         f"{','.join(map(str, shape))}) and --out-channels ({c_out})")
+                         f"{','.join(map(str, shape[1:]))}) and --out-channels ({c_out})")
     if args.op == "conv":
         w = rng.normal(size=kernel + (c_in // g, c_out) if nhwc else (c_out, c_in // g) + kernel)
         return gradcheck_op("conv", x, w, rng.normal(size=c_out), groups=g, padding_mode=args.padding_mode,
@@ -99,12 +125,13 @@ def run(args) -> int:
         from ..models import create      # lazy: the model zoo is heavy to import
 
         model = create(args.model, num_classes=args.num_classes)
-        report = gradcheck_model(model, args.input or (2, 28, 28, 1), key=jax.random.PRNGKey(args.seed),
+        shape = (_batch(args, MODEL_BATCH),) + input_shape(args, model, default=MODEL_INPUT)
+        report = gradcheck_model(model, shape, key=jax.random.PRNGKey(args.seed),
                                  train=args.train, seed=args.seed, fd_samples=args.fd_samples)
-        title = f"gradcheck model {args.model} input {args.input or (2, 28, 28, 1)} train={args.train}"
+        title = f"gradcheck model {args.model} input {shape} train={args.train}"
     else:
         report = _op_report(args)
-        title = (f"gradcheck op {args.op} input {args.input or (1, 8, 8, 2)} kernel {args.kernel} stride "
+        title = (f"gradcheck op {args.op} input {op_input_shape(args)} kernel {args.kernel} stride "
                  f"{args.stride} padding {args.padding} dilation {args.dilation} groups {args.groups} "
                  f"layout {args.layout}")
     print(title)

@@ -8,8 +8,9 @@ from .summary import input_shape
 def register(subparsers) -> None:
     p = subparsers.add_parser("receptive-field", help="per-layer receptive fields (size, start, jump, rf)")
     p.add_argument("model", help="a zoo name (jaxcnn.models.available()) or 'package.module:function'")
-    p.add_argument("--input", default=None, help="input shape without batch, NHWC, e.g. 224,224,3 "
-                                                 "(default: the model's natural input)")
+    p.add_argument("--input", default=None, help="one example's shape without the batch, channels last: "
+                                                 "H,W,C for a 2-D model, e.g. 224,224,3 (default: the model's "
+                                                 "natural input)")
     p.add_argument("--num-classes", type=int, default=None, help="model output width (default: the model's own)")
     p.set_defaults(func=run)
 

@@ -292,6 +292,9 @@ def _train(args, saved, extension) -> int:
         print(f"training {args.model} on {args.dataset} ({len(train)} train / {len(test)} test, "
               f"{steps} steps/epoch x {args.epochs} epochs, parallel={args.parallel}) on {jax.device_count()} "
               f"{jax.devices()[0].platform} device(s){processes} -> {out}", file=sys.stderr)
+        if jax.devices()[0].platform == "cpu":   # the second: which convolution backend, and why
+            from ..kernels import onednn
+            print(onednn.describe(args.backprop, dispatch.auto_table()["conv"]), file=sys.stderr)
     if proc == 0:  # the run's identity, written once, now that everything was validated
         if args.overwrite:
             moved = rundir.claim(out, resume=False, overwrite=True)

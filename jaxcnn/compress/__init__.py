@@ -9,5 +9,6 @@ from .quantize import (SCHEMES, QParams, dequantize, fake_quant, fake_quant_ste,
 from .int8 import calibrate, fake_int8_apply, int8_apply  # noqa: F401
 from .binarize import binarize, sign, sign_ste, xnor_alpha  # noqa: F401
 from .wrap import binary_model, qat_model, transformed_model  # noqa: F401
-from .storage import float_bytes, load_compressed, save_compressed  # noqa: F401
+from .storage import CompressedFileError, float_bytes, load_compressed, save_compressed  # noqa: F401
 from .runs import open_run, restore_compressed_run  # noqa: F401
+from .settings import check_settings  # noqa: F401

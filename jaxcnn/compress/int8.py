@@ -16,7 +16,8 @@ Everything else (bias, batch norm, activations, pooling) runs in float32 as trac
 :func:`fake_int8_apply` computes the same network in float32 with both operands fake
 quantised, which equals the int8 path up to float summation order. Works for any model
 whose kernels reach a conv / dot directly (every zoo model; a depthwise conv that the ops
-compute as shifted multiply-adds stays float).
+compute as shifted multiply-adds stays float). The network is traced under
+``backprop_mode("autodiff")``, whatever mode the caller is in.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import jax
 import jax.extend.core as jcore
 import jax.numpy as jnp
 
+from ..dispatch import backprop_mode
 from ._select import is_weight, path_name
 from .quantize import QParams, fake_quant, minmax, observe, qparams, quantize
 
@@ -42,7 +44,10 @@ def _trace(model, params, state, x):
     def f(flat, st, inputs):
         p = jax.tree_util.tree_unflatten(treedef, flat)
         return model.apply(p, st, inputs, train=False)[0]
-    closed = jax.make_jaxpr(f)([leaf for _, leaf in leaves], state, x)
+    # traced with the plain lax ops (autodiff mode): the interpreter must see every conv
+    # and matmul, not "auto"'s oneDNN custom calls that hide them
+    with backprop_mode("autodiff"):
+        closed = jax.make_jaxpr(f)([leaf for _, leaf in leaves], state, x)
     kernels = {v: name for v, name in zip(closed.jaxpr.invars[:n], names) if name is not None}
     args = [leaf for _, leaf in leaves] + jax.tree.leaves(state) + [x]
     return closed, kernels, args

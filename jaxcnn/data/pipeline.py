@@ -24,7 +24,9 @@ def epoch_permutation(num_examples: int, *, seed: int, epoch: int) -> np.ndarray
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, *, drop_remainder: bool = True) -> int:
-    """Global batches per epoch."""
+    """Global batches per epoch; ``batch_size`` must be an int >= 1 (ValueError naming it)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     return num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
 
 

@@ -28,11 +28,15 @@ def _name(path) -> str:
 
 
 def check_input(fn: str, model, x):
-    """``x`` must be a batched array whose trailing dims match the model's natural input."""
+    """``x`` must be a non-empty batched array whose trailing dims match the model's
+    natural input; else ValueError (TypeError for a non-array) naming ``fn``."""
     model = as_model(model)
     natural = model.input_shape
     if getattr(x, "ndim", None) is None:
         raise TypeError(f"{fn}: x must be an array, got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[0] == 0:
+        # an empty batch has nothing to explain (and crashed in lax.map with a ZeroDivisionError)
+        raise ValueError(f"{fn}: x must be a batch of at least 1 example, got shape {tuple(x.shape)}")
     if natural is not None:
         if x.ndim != len(natural) + 1:
             raise ValueError(f"{fn}: x must have shape (batch, *{tuple(natural)}) (NHWC), got {tuple(x.shape)}")
@@ -104,9 +108,14 @@ def forward_with(model, params, state, x, layers: Sequence[str], deltas: dict | 
 
 def target_scores(logits, target, fn: str = "target"):
     """Per-example scalar ``(B,)`` picked from the logits by ``target``: an int class, a
-    ``(B,)`` int array of classes, or a callable ``logits -> (B,)``."""
+    ``(B,)`` int array of classes, or a callable ``logits -> (B,)`` returning scores, or
+    returning integer classes (e.g. :func:`jaxcnn.inspect.cam.predicted`, the arg-max),
+    which then pick the scores as an int array does."""
     if callable(target):
         s = target(logits)
+        if jnp.issubdtype(jnp.result_type(s), jnp.integer):
+            # classes, not scores: the gradient of an integer is not defined
+            return target_scores(logits, jax.lax.stop_gradient(jnp.asarray(s)), fn)
         if jnp.ndim(s) == 0:
             s = jnp.broadcast_to(s, logits.shape[:1])
         if tuple(jnp.shape(s)) != tuple(logits.shape[:1]):

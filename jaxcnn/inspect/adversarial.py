@@ -10,11 +10,18 @@ summed over the batch, so each example moves along its own gradient.
   followed by projection onto the ``eps`` ball around ``x`` and, when ``clip=(lo, hi)``,
   onto the valid pixel range. Targeted by default (descends the target class's loss);
   ``key`` adds a uniform random start inside the L-inf ball.
+
+``eps`` and ``step`` must be finite numbers >= 0 and ``iters`` an int >= 0 (else a
+one-line ValueError naming the argument): NaN made a NaN image, a negative eps an empty
+ball to project onto.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .activations import check_input
 
@@ -33,10 +40,22 @@ def _check_labels(fn, model, params, state, x, labels):
     if isinstance(labels, int) and not 0 <= labels < k:
         raise ValueError(f"{fn}: class must be in [0, {k}), got {labels}")
     if not isinstance(labels, (int, jax.core.Tracer)):
-        import numpy as np
         lab = np.asarray(labels)
         if lab.size and (lab.min() < 0 or lab.max() >= k):
             raise ValueError(f"{fn}: classes must be in [0, {k}), got values in [{lab.min()}, {lab.max()}]")
+
+
+def _check_size(fn, name, value):
+    """``value`` (eps or step) must be a finite number >= 0: NaN would return a NaN
+    image, a negative eps a projection onto an empty ball."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = None
+    if v is None or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{fn}: {name} must be a finite number >= 0, got {value!r}")
 
 
 def _clip(x, clip):
@@ -46,6 +65,7 @@ def _clip(x, clip):
 def fgsm(model, params, state, x, labels, eps: float, targeted: bool = False, clip=None):
     """One signed-gradient step of size ``eps``; ``labels``: int or ``(B,)`` classes."""
     model = check_input("fgsm", model, x)
+    _check_size("fgsm", "eps", eps)
     _check_labels("fgsm", model, params, state, x, labels)
     g = _loss_grad(model, params, state, "fgsm")(x, labels)
     step = -eps if targeted else eps
@@ -61,6 +81,10 @@ def pgd(model, params, state, x, labels, eps: float, step: float, iters: int, no
     """Projected gradient descent; returns the adversarial batch, like ``x``."""
     fn = "pgd"
     model = check_input(fn, model, x)
+    _check_size(fn, "eps", eps)
+    _check_size(fn, "step", step)
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
+        raise ValueError(f"{fn}: iters must be an int >= 0, got {iters!r}")
     if norm not in ("linf", "l2"):
         raise ValueError(f"{fn}: norm must be 'linf' or 'l2', got {norm!r}")
     _check_labels(fn, model, params, state, x, labels)

@@ -12,10 +12,14 @@
   start at multiples of the stride (``1 + ceil((H - h) / sh)`` per axis; the last one is
   clipped at the border), and each input element gets the mean, over the windows covering
   it, of ``f(x) - f(x with the window set to baseline)``. Windows are evaluated
-  ``windows_per_pass`` at a time (vectorised with ``vmap``).
+  ``windows_per_pass`` at a time (vectorised with ``vmap``). A stride larger than the
+  window is refused, as Captum 0.9 refuses it (its pixels between windows would have no
+  attribution; this returned NaN there before).
 
 ``target`` is an int class, a ``(B,)`` int array or a callable ``logits -> (B,)``;
-inference mode throughout, so examples are independent.
+inference mode throughout, so examples are independent. An empty batch, a non-integer
+window, a non-finite or negative eps/stdev, zero samples: a one-line ValueError naming
+the argument.
 """
 from __future__ import annotations
 
@@ -103,9 +107,13 @@ def smoothgrad(model, params, state, x, target, key=None, samples: int = 5, stde
     (``smoothgrad``), mean square (``smoothgrad_sq``) or variance (``vargrad``) of the
     attribution of ``samples`` copies of ``x`` plus N(0, stdev^2) noise drawn from
     ``key``. ``noise`` of shape ``(samples, *x.shape)`` replaces the draw (to replay a peer's).
-    ``attribution(model, params, state, x, target) -> like x``."""
+    ``attribution(model, params, state, x, target) -> like x``. ``samples`` >= 1 and a
+    finite ``stdev`` >= 0, else ValueError."""
     fn = "smoothgrad"
     check_input(fn, model, x)
+    if not _is_int(samples) or samples < 1:
+        raise ValueError(f"{fn}: samples must be an int >= 1 (noisy copies averaged), got {samples!r}")
+    _finite(fn, "stdev", stdev)
     if nt_type not in NT_TYPES:
         raise ValueError(f"{fn}: nt_type must be one of {', '.join(NT_TYPES)}, got {nt_type!r}")
     if noise is None:
@@ -124,22 +132,48 @@ def smoothgrad(model, params, state, x, target, key=None, samples: int = 5, stde
     return sq - jnp.mean(attrs, axis=0) ** 2
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def _pair(v, name):
-    if isinstance(v, (int, np.integer)):
+    """An int or a pair of ints as ``(h, w)``; anything else (``2.5``, ``"3"``, three
+    numbers) is a ValueError naming ``name``, the expected form and the value."""
+    if _is_int(v):
         return int(v), int(v)
-    v = tuple(int(a) for a in v)
-    if len(v) != 2:
-        raise ValueError(f"occlusion: {name} must be an int or (h, w), got {v}")
+    if isinstance(v, (tuple, list, np.ndarray)) and len(v) == 2 and all(_is_int(a) for a in v):
+        return int(v[0]), int(v[1])
+    raise ValueError(f"occlusion: {name} must be an int or a pair of ints (h, w), got {v!r}")
+
+
+def _finite(fn, name, value, minimum=0.0):
+    """``value`` as a float if it is a finite number >= ``minimum``, else ValueError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: {name} must be a finite number >= {minimum:g}, got {value!r}") from None
+    if not math.isfinite(v) or v < minimum:
+        raise ValueError(f"{fn}: {name} must be a finite number >= {minimum:g}, got {value!r}")
     return v
 
 
 def occlusion_masks(height: int, width: int, window, stride) -> np.ndarray:
-    """``(P, H, W)`` float masks of Captum's occlusion windows, in row-major window order."""
+    """``(P, H, W)`` float masks of Captum's occlusion windows, in row-major window order.
+
+    Like Captum's ``Occlusion`` (which asserts "Stride dimension ... cannot be larger than
+    sliding window shape dimension"), a stride larger than the window is refused: the
+    pixels between windows would be covered by none, and their attribution undefined."""
     (h, w), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
-    if h > height or w > width or h < 1 or w < 1:
+    if h < 1 or w < 1:
+        raise ValueError(f"occlusion: window must be >= 1 in each dimension, got ({h}, {w})")
+    if h > height or w > width:
         raise ValueError(f"occlusion: window must fit the input's (H, W) = ({height}, {width}), got ({h}, {w})")
     if sh < 1 or sw < 1:
-        raise ValueError(f"occlusion: stride must be positive, got ({sh}, {sw})")
+        raise ValueError(f"occlusion: stride must be >= 1 in each dimension, got ({sh}, {sw})")
+    if sh > h or sw > w:
+        raise ValueError(f"occlusion: stride must be at most the window in each dimension (as in Captum; "
+                         f"pixels between windows would get no attribution), got stride ({sh}, {sw}) "
+                         f"for window ({h}, {w})")
     nh, nw = 1 + math.ceil((height - h) / sh), 1 + math.ceil((width - w) / sw)
     masks = np.zeros((nh * nw, height, width), np.float32)
     for i in range(nh):
@@ -152,9 +186,14 @@ def occlusion(model, params, state, x, target, window, stride=1, baseline=0.0,
               windows_per_pass: int = 32):
     """Occlusion attribution, like ``x`` (Captum ``Occlusion`` with
     ``sliding_window_shapes=(C, h, w)``, ``strides=(C, sh, sw)``, ``perturbations_per_eval``
-    = ``windows_per_pass``). ``baseline`` is a scalar or an array broadcastable to ``x``."""
+    = ``windows_per_pass``). ``baseline`` is a scalar or an array broadcastable to ``x``.
+    ``window`` and ``stride`` are ints or ``(h, w)`` pairs of ints >= 1, the stride at most
+    the window (Captum refuses a larger one too: it would leave pixels without any window,
+    whose mean drop is undefined); anything else is a ValueError naming the argument."""
     fn = "occlusion"
     check_input(fn, model, x)
+    if not _is_int(windows_per_pass) or windows_per_pass < 1:
+        raise ValueError(f"{fn}: windows_per_pass must be an int >= 1, got {windows_per_pass!r}")
     if x.ndim != 4:
         raise ValueError(f"{fn}: x must be (batch, H, W, C), got shape {tuple(x.shape)}")
     masks = occlusion_masks(x.shape[1], x.shape[2], window, stride)
@@ -167,7 +206,9 @@ def occlusion(model, params, state, x, target, window, stride=1, baseline=0.0,
         return full - f(x * (1 - m) + x0 * m)
 
     diffs = jax.lax.map(drop, jnp.asarray(masks), batch_size=min(windows_per_pass, len(masks)))   # (P, B)
-    covered = masks.sum(0)                                                    # (H, W), >= 1 everywhere
+    # windows start every stride <= window and the last one reaches the border (see
+    # occlusion_masks), so every pixel is covered at least once: no division by zero
+    covered = masks.sum(0)                                                    # (H, W)
     attr = jnp.einsum("pb,phw->bhw", diffs, jnp.asarray(masks)) / covered
     return jnp.broadcast_to(attr[..., None], x.shape)
 
@@ -177,6 +218,8 @@ def occlusion_sweep(model, params, state, x, target, sizes, stride=None, baselin
     windows of each size (stride defaults to half the size, at least 1)."""
     out = {}
     for s in sizes:
+        if not _is_int(s) or s < 1:
+            raise ValueError(f"occlusion_sweep: sizes must be ints >= 1, got {s!r}")
         st = stride if stride is not None else max(1, s // 2)
         m = occlusion(model, params, state, x, target, (s, s), (st, st), baseline)
         out[int(s)] = (m, jnp.max(m[..., 0].reshape(x.shape[0], -1), axis=1))

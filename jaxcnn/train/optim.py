@@ -6,12 +6,28 @@ an optax schedule.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import optax
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
 _ALIASES = {"one-cycle": "onecycle", "one_cycle": "onecycle"}
+
+
+def check_learning_rate(learning_rate, name: str = "learning_rate") -> float:
+    """``learning_rate`` as a float if it is a finite number > 0, else a one-line
+    ValueError naming ``name``, what is expected and the value (a NaN rate trained to a
+    NaN loss and stopped with a NonFiniteLossError; 0 or a negative one learns nothing
+    or ascends)."""
+    try:
+        lr = float(learning_rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number > 0, got {learning_rate!r}") from None
+    if not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {learning_rate!r}")
+    return lr
 
 
 def make_schedule(name: str, learning_rate: float, total_steps: int, *, warmup_steps: int = 0,
@@ -21,8 +37,10 @@ def make_schedule(name: str, learning_rate: float, total_steps: int, *, warmup_s
     ``constant``; ``cosine`` (optional linear warmup, decays to 0 at ``total_steps``);
     ``onecycle`` (optax's cosine one-cycle, 30% warmup); ``step`` (multiply by
     ``step_factor`` at each fraction of ``total_steps`` in ``step_boundaries``).
+    ``learning_rate`` must be finite and > 0 (:func:`check_learning_rate`).
     """
     name = _ALIASES.get(name, name)
+    check_learning_rate(learning_rate)
     if total_steps < 1:
         raise ValueError(f"schedule: total_steps must be >= 1, got {total_steps}")
     if name == "constant":
@@ -50,12 +68,19 @@ def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0, clip_
 
     ``weight_decay`` is decoupled for ``adamw`` (optax's AdamW) and added to the gradient
     (L2) for the others; it is masked to kernels (see :func:`decay_mask`).
-    ``clip_norm`` clips the global gradient norm first.
+    ``clip_norm`` clips the global gradient norm first. A number ``learning_rate`` must be
+    finite and > 0 (:func:`check_learning_rate`), ``weight_decay`` finite and >= 0.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if not callable(learning_rate):
+        check_learning_rate(learning_rate)
+    try:
+        decay_ok = math.isfinite(float(weight_decay)) and float(weight_decay) >= 0
+    except (TypeError, ValueError):
+        decay_ok = False
+    if not decay_ok:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
     parts = []
     if clip_norm is not None and clip_norm > 0:
         parts.append(optax.clip_by_global_norm(clip_norm))

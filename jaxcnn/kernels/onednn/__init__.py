@@ -3,5 +3,5 @@ use against the system's oneDNN (:mod:`.build`); ``backprop="auto"``'s convoluti
 where available, with a fallback everywhere else."""
 from __future__ import annotations
 
-from .build import load, reason  # noqa: F401
+from .build import describe, load, reason  # noqa: F401
 from .conv import applies, conv  # noqa: F401
