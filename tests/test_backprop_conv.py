@@ -155,16 +155,29 @@ def test_conv_transpose_backward_matches_torch_autograd(x64):
 
 
 def test_seed_rule_input_grad_is_reflected_kernel(x64):
-    """dL/dx = dL/dy convolved ('full') with the kernel reflected in both axes (eq. 12.6)."""
+    """dL/dx = dL/dy convolved ('full') with the kernel reflected in both axes (eq. 12.6),
+    dL/dW = cross-correlation of the input with dL/dy (eq. 12.5) -- both against sums
+    written from the definition y[i, j] = sum_ab x[i + a, j + b] w[a, b], in numpy."""
     rng = np.random.default_rng(7)
     x, w = rng.normal(size=(1, 5, 6, 1)), rng.normal(size=(3, 2, 1, 1))
     dy = rng.normal(size=(1, 3, 5, 1))
     dx, dw, _ = conv_backward(x, w, dy)
-    full = ops.conv(dy, w[::-1, ::-1], padding="full")
-    np.testing.assert_allclose(dx, full, atol=1e-12)
-    # eq. 12.5: dL/dW = cross-correlation of the input with dL/dy
-    np.testing.assert_allclose(dw[..., 0, 0], ops.conv(x[0, :, :, 0][None, ..., None], dy[0][..., None])[0, :, :, 0],
-                               atol=1e-12)
+    X, W, DY = x[0, :, :, 0], w[:, :, 0, 0], dy[0, :, :, 0]
+    # every output (i, j) sends dy[i, j] * w[a, b] to the input (i + a, j + b) it read
+    dx_def, dw_def = np.zeros_like(X), np.zeros_like(W)
+    for i in range(3):
+        for j in range(5):
+            for a in range(3):
+                for b in range(2):
+                    dx_def[i + a, j + b] += DY[i, j] * W[a, b]
+                    dw_def[a, b] += DY[i, j] * X[i + a, j + b]
+    np.testing.assert_allclose(np.asarray(dx)[0, :, :, 0], dx_def, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(dw)[:, :, 0, 0], dw_def, atol=1e-12)
+    # the seed's rule, in numpy: 'full'-padded dy cross-correlated with the reflected kernel
+    padded = np.pad(DY, ((2, 2), (1, 1)))
+    reflected = W[::-1, ::-1]
+    rule = np.array([[np.sum(padded[p:p + 3, q:q + 2] * reflected) for q in range(6)] for p in range(5)])
+    np.testing.assert_allclose(rule, dx_def, atol=1e-12)
 
 
 def test_unbatched_input(x64):

@@ -152,8 +152,10 @@ def test_twins_with_indices_and_unbatched_inputs(x64):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(6, 5, 2))              # unbatched NHWC (H, W, C)
     y, idx = twins.adaptive_max_pool(x, (3, 2), return_indices=True)
-    _, idx_op = ops.adaptive_max_pool(x, (3, 2), return_indices=True)
-    np.testing.assert_array_equal(np.asarray(idx), np.asarray(idx_op))
+    # torch on the same unbatched input (C, H, W): values and flat per-plane indices
+    y_t, idx_t = TF.adaptive_max_pool2d(torch.tensor(np.moveaxis(x, -1, 0)), (3, 2), return_indices=True)
+    np.testing.assert_array_equal(np.asarray(y), np.moveaxis(y_t.numpy(), 0, -1))
+    np.testing.assert_array_equal(np.asarray(idx), np.moveaxis(idx_t.numpy(), 0, -1))
     pooled, unique_idx = ops.max_pool(x, (2, 2), return_indices=True)      # (3, 2, 2), distinct indices
     cases = [(x, lambda o, v: o.adaptive_max_pool(v, (3, 2), return_indices=True)[0]),
              (np.abs(pooled), lambda o, v: o.lp_pool(v, 2.0, (2, 2))),

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import torch
 
 from jaxcnn import compress
 from jaxcnn.combinators import serial
@@ -57,9 +58,19 @@ def test_binary_weight_model_trains_and_forwards_binary_weights(method):
     params, state = model.init(jax.random.PRNGKey(0), (12, 5, 5, 1))
     x = jax.random.normal(jax.random.PRNGKey(1), (12, 5, 5, 1))
     y = np.arange(12) % 3
-    # the forward pass equals the float network on binarised weights
-    np.testing.assert_allclose(model.apply(params, state, x)[0],
-                               net.apply(compress.binarize(params, method), state, x)[0], rtol=1e-6)
+    # the forward pass is the float network on weights binarised from the definition
+    # (sign with 0 -> +1; XNOR scales each output channel by its mean |w|), run in torch
+    def binary(w):
+        w = np.asarray(w, np.float64)
+        b = np.where(w >= 0, 1.0, -1.0)
+        return b if method == "binary_connect" else b * np.abs(w).reshape(-1, w.shape[-1]).mean(0)
+    conv_w, fc_w = binary(params["conv"]["weight"]), binary(params["fc"]["weight"])
+    assert len(np.unique(np.abs(conv_w))) == (1 if method == "binary_connect" else 4)
+    t = lambda a: torch.tensor(np.array(a, np.float64))  # noqa: E731
+    h = torch.relu(torch.nn.functional.conv2d(t(x).permute(0, 3, 1, 2), t(conv_w).permute(3, 2, 0, 1),
+                                              t(params["conv"]["bias"])))
+    ref = torch.nn.functional.linear(h.permute(0, 2, 3, 1).flatten(1), t(fc_w).T, t(params["fc"]["bias"]))
+    np.testing.assert_allclose(model.apply(params, state, x)[0], ref.numpy(), rtol=1e-5, atol=1e-5)
     loss = lambda p: cross_entropy(model.apply(p, state, x)[0], y)  # noqa: E731
     tx = optax.adam(0.05)
 

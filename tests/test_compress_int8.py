@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import torch
+from torch.ao.quantization.observer import PerChannelMinMaxObserver
 
 from jaxcnn import compress
 from jaxcnn.combinators import serial
@@ -72,8 +74,22 @@ def test_quantisation_aware_training_lowers_the_loss_of_the_quantised_network():
     params, state = model.init(jax.random.PRNGKey(0), (12, 5, 5, 1))
     x = jax.random.normal(jax.random.PRNGKey(1), (12, 5, 5, 1))
     y = np.arange(12) % 3
-    np.testing.assert_array_equal(model.apply(params, state, x)[0],
-                                  net.apply(compress.fake_quantize(params, 4), state, x)[0])
+    # the forward pass is the float network on torch's 4-bit per-channel symmetric fake
+    # quantisation of the kernels (observer and fake_quantize_per_channel_affine), run in torch
+    def torch_fake_quant(w):                     # (..., C_out) kernel -> torch layout, output channels first
+        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(w), -1, 0)))
+        obs = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                       quant_min=-8, quant_max=7)
+        obs(t)
+        scale, zero = obs.calculate_qparams()
+        return torch.fake_quantize_per_channel_affine(t, scale.float(), zero.int(), 0, -8, 7)
+    conv_w = torch_fake_quant(params["conv"]["weight"])                   # (4, 3, 3, 1): O, kh, kw, I
+    assert all(len(np.unique(conv_w[c].numpy())) <= 16 for c in range(4))
+    h = torch.relu(torch.nn.functional.conv2d(torch.tensor(np.array(x)).permute(0, 3, 1, 2),
+                                              conv_w.permute(0, 3, 1, 2), torch.tensor(np.array(params["conv"]["bias"]))))
+    ref = torch.nn.functional.linear(h.permute(0, 2, 3, 1).flatten(1), torch_fake_quant(params["fc"]["weight"]),
+                                     torch.tensor(np.array(params["fc"]["bias"])))
+    np.testing.assert_allclose(model.apply(params, state, x)[0], ref.numpy(), rtol=1e-5, atol=1e-5)
     loss = lambda p: cross_entropy(model.apply(p, state, x)[0], y)  # noqa: E731
     tx = optax.adam(0.03)
 

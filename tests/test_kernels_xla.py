@@ -164,11 +164,15 @@ def test_fast_batch_norm_axis_name_uses_global_batch(x64):
     np.testing.assert_allclose(jnp.sum(gw, 0), gw_ref, rtol=TOL, atol=TOL)   # local sums add up
 
 
-def test_fast_batch_norm_eval_and_bad_input(x64):
-    x = jnp.asarray(np.random.default_rng(6).standard_normal((4, 3)))
-    rm, rv = jnp.full(3, 0.5), jnp.full(3, 2.0)
-    for a, r in zip(fast_batch_norm(x, rm, rv, train=False), ops.batch_norm(x, rm, rv, train=False)):
-        np.testing.assert_array_equal(a, r)
+def test_fast_batch_norm_eval_matches_torch_and_bad_input(x64):
+    x = np.random.default_rng(6).standard_normal((4, 3))
+    rm, rv = np.full(3, 0.5), np.full(3, 2.0)
+    y, m, v = fast_batch_norm(jnp.asarray(x), jnp.asarray(rm), jnp.asarray(rv), train=False)
+    ref = torch.nn.functional.batch_norm(torch.tensor(x), torch.tensor(rm), torch.tensor(rv), training=False)
+    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-12, atol=1e-12)          # (x - 0.5) / sqrt(2 + 1e-5)
+    np.testing.assert_array_equal(m, rm)                                        # eval: statistics untouched
+    np.testing.assert_array_equal(v, rv)
+    rm, rv = jnp.asarray(rm), jnp.asarray(rv)
     with pytest.raises(ValueError, match="running_mean must have shape"):
         fast_batch_norm(x, jnp.zeros(4), jnp.ones(4), train=True)
     with pytest.raises(ValueError, match="more than one value per channel"):

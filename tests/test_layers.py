@@ -104,14 +104,24 @@ def test_serial_names_keys_and_state():
 
 def test_parallel_fan_and_residual():
     net = serial(fan_out(2), parallel(Conv(3, 1), Identity()), fan_in_concat())
-    assert net.init(K, (1, 4, 4, 3))[0] == (1, 4, 4, 6)
+    shape, p, s = net.init(K, (1, 4, 4, 3))
+    assert shape == (1, 4, 4, 6)
+    x = _randn(1, 4, 4, 3)
+    y = np.asarray(net.apply(p, s, x)[0])
+    w, b = np.asarray(p["1"]["0"]["weight"])[0, 0], np.asarray(p["1"]["0"]["bias"])   # the 1x1 conv: a matmul
+    np.testing.assert_allclose(y[..., :3], np.asarray(x) @ w + b, atol=1e-5)         # first branch first
+    np.testing.assert_array_equal(y[..., 3:], np.asarray(x))                         # then the identity
     net = serial(fan_out(3), parallel(Identity(), Identity(), Identity()), fan_in_sum())
     shape, p, s = net.init(K, (1, 2))
     assert (net.apply(p, s, jnp.ones((1, 2)))[0] == 3).all()
     res = residual(Conv(3, 3, padding=1))
     shape, p, s = res.init(K, (1, 5, 5, 3))
     x = _randn(1, 5, 5, 3)
-    np.testing.assert_allclose(res.apply(p, s, x)[0], Conv(3, 3, padding=1).apply(p["main"], {}, x)[0] + x, atol=1e-6)
+    # the main branch computed by torch from the same weights (HWIO -> OIHW), plus the input
+    main = torch.nn.functional.conv2d(torch.tensor(np.array(x)).permute(0, 3, 1, 2),
+                                      torch.tensor(np.array(p["main"]["weight"])).permute(3, 2, 0, 1),
+                                      torch.tensor(np.array(p["main"]["bias"])), padding=1)
+    np.testing.assert_allclose(res.apply(p, s, x)[0], main.permute(0, 2, 3, 1).numpy() + np.asarray(x), atol=1e-5)
 
 
 def test_shape_dependent_and_graph():

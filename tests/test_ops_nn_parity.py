@@ -71,10 +71,19 @@ def test_activation_parity_float64(x64):
         assert_close(vjp(jnp.ones_like(y))[0], dx_ref, 1e-7 if name == "hardsigmoid" else 1e-10, name + " grad")
 
 
-def test_get_activation_by_name():
-    for name in ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "softplus", "hardswish",
-                 "hardsigmoid", "sigmoid", "tanh", "softmax", "log_softmax", "identity"):
-        assert F.get_activation(name) is F.ACTIVATIONS[name]
+TORCH_BY_NAME = {"relu": TF.relu, "relu6": TF.relu6, "leaky_relu": TF.leaky_relu, "elu": TF.elu, "selu": TF.selu,
+                 "gelu": TF.gelu, "silu": TF.silu, "softplus": TF.softplus, "hardswish": TF.hardswish,
+                 "hardsigmoid": TF.hardsigmoid, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+                 "softmax": lambda t: TF.softmax(t, -1), "log_softmax": lambda t: TF.log_softmax(t, -1),
+                 "identity": lambda t: t}
+
+
+def test_get_activation_names_resolve_to_torchs_function_of_that_name():
+    """Each name gives the activation torch calls by that name (default arguments), not
+    merely some entry of the table: a swapped or mistyped entry shows in the values."""
+    x = np.linspace(-7.0, 7.0, 29, dtype=np.float32).reshape(1, 29)
+    for name, theirs in TORCH_BY_NAME.items():
+        assert_close(F.get_activation(name)(x), theirs(torch.tensor(x)).numpy(), 1e-5, name)
 
 
 def test_get_activation_unknown_lists_names():

@@ -1,8 +1,10 @@
 """The ops are pure functions: the seeds' worked numbers come out the same called
-eagerly and under ``jax.jit`` (``chex.variants``), with shapes checked by chex."""
+eagerly and under ``jax.jit`` (``chex.variants``), with shapes checked by chex and
+values by hand or by torch."""
 import chex
 import jax.numpy as jnp
 import numpy as np
+import torch
 
 import jaxcnn.ops as F
 
@@ -20,11 +22,14 @@ class OpsUnderJitAndEagerly(chex.TestCase):
         np.testing.assert_array_equal(y[0, :, :, 0], [[12, 12, 17], [10, 17, 19], [9, 6, 14]])
 
     @chex.variants(with_jit=True, without_jit=True)
-    def test_conv_transpose_is_the_adjoint_shape(self):
+    def test_conv_transpose_of_the_seed_input_matches_torch(self):
         y = self.variant(lambda x: F.conv_transpose(x, K, stride=2))(X)
         chex.assert_shape(y, (1, 11, 11, 1))    # (5 - 1) * 2 + 3
-        # the input's corner times the kernel's corner, nothing else reaches (0, 0)
-        assert float(y[0, 0, 0, 0]) == 3 * 0
+        ref = torch.nn.functional.conv_transpose2d(torch.tensor(np.asarray(X)[..., 0][None]),
+                                                   torch.tensor(np.asarray(K)[..., 0, 0][None, None]), stride=2)
+        np.testing.assert_array_equal(y[0, :, :, 0], ref[0, 0].numpy())      # integers: exact
+        # by hand: (0, 0) only sees x[0, 0] * k[0, 0] = 3 * 0; (1, 1) sees x[0, 0] * k[1, 1] = 3 * 2
+        assert float(y[0, 0, 0, 0]) == 0 and float(y[0, 1, 1, 0]) == 6
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_pools(self):
@@ -42,4 +47,9 @@ class OpsUnderJitAndEagerly(chex.TestCase):
         y, mean, var = self.variant(lambda x: F.batch_norm(x, jnp.zeros(c), jnp.ones(c), train=True))(x)
         chex.assert_shape([mean, var], (c,))
         chex.assert_trees_all_close(jnp.mean(y, (0, 1, 2)), jnp.zeros(c), atol=1e-6)
-        chex.assert_trees_all_close(mean, 0.1 * jnp.mean(x, (0, 1, 2)), rtol=1e-6)
+        rm, rv = torch.zeros(c), torch.ones(c)
+        ref = torch.nn.functional.batch_norm(torch.tensor(np.asarray(x)).permute(0, 3, 1, 2), rm, rv, training=True)
+        np.testing.assert_allclose(y, ref.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+        np.testing.assert_allclose(mean, rm.numpy(), rtol=1e-6)       # 0.1 * batch mean (11, 12) = 1.1, 1.2
+        np.testing.assert_allclose(var, rv.numpy(), rtol=1e-6)        # unbiased variance
+        np.testing.assert_allclose(mean, [1.1, 1.2], rtol=1e-6)
