@@ -75,7 +75,9 @@ def test_own_network_trains_from_the_command_line(tmp_path, monkeypatch, capsys)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["test_accuracy"] > 0.8, records
     capsys.readouterr()
-    assert cli.main(["eval", "--checkpoint", str(out), "--json"]) == 0
+    assert cli.main(["eval", "--checkpoint", str(out), "--json"]) == 2     # user code: named again, or refused
+    assert "pass --model mynets:small_cnn" in capsys.readouterr().err
+    assert cli.main(["eval", "--checkpoint", str(out), "--json", "--model", "mynets:small_cnn"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == records[-1]["step"]
     assert cli.main(["summary", "mynets:small_cnn", "--input", "8,8,1"]) == 0
     assert "conv" in capsys.readouterr().out

@@ -5,9 +5,13 @@ ops it does not list).
 
 The mode is read at trace time (when a step is jitted), the way
 ``jax.default_matmul_precision`` is; the train step sets it around the loss, library
-functions never set it themselves. :data:`DEFAULT_MODE` is the one default: of this
-context variable, of ``make_train_step``, ``fit``, ``make_runner`` and ``jaxcnn train
---backprop``.
+functions never set it themselves. :data:`DEFAULT_MODE` is the one default backprop mode:
+of ``make_train_step``, ``fit``, ``make_runner`` and ``jaxcnn train --backprop``.
+
+Outside any ``backprop_mode`` block no mode is set (:func:`current_mode` is None): code
+that is not a train step -- evaluation, inspection, export, int8 calibration -- calls the
+ops themselves, the portable reference formulations (what "autodiff" also calls), so a
+forward pass traced there holds no CPU-only kernel and exports anywhere.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import contextvars
 
 MODES = ("auto", "autodiff", "explicit")
 DEFAULT_MODE = "auto"
-_MODE: contextvars.ContextVar[str] = contextvars.ContextVar("jaxcnn_backprop_mode", default=DEFAULT_MODE)
+_MODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("jaxcnn_backprop_mode", default=None)
 
 
 def check_mode(mode: str, argument: str = "backprop") -> str:
@@ -26,8 +30,9 @@ def check_mode(mode: str, argument: str = "backprop") -> str:
     return mode
 
 
-def current_mode() -> str:
-    """The mode in effect where this is called (at trace time: the mode being traced)."""
+def current_mode() -> str | None:
+    """The mode in effect where this is called (at trace time: the mode being traced);
+    None outside any :func:`backprop_mode` block (the ops themselves are called)."""
     return _MODE.get()
 
 

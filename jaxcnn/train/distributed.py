@@ -118,6 +118,7 @@ class Cluster(NamedTuple):
     process_id: int
 
     def describe(self) -> str:
+        """The cluster in words, e.g. ``"SLURM job of 2 processes"`` (for the run's first line)."""
         return f"{AUTO_CLUSTERS.get(self.name, self.name)} of {self.num_processes} processes"
 
 

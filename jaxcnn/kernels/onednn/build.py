@@ -137,6 +137,7 @@ def compile_command(output: str) -> list[str]:
 
 
 def sha256_of(path: str) -> str:
+    """The hex sha256 of the file at ``path`` (what is recorded beside a built library)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
