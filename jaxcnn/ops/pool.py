@@ -44,7 +44,10 @@ def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool
         y = _dilated_max(win, xb)
     if not return_indices:
         return win.finish(y)
-    return win.finish(y), win.finish(_argmax_indices(win, xb))
+    # The indices are integers and carry no gradient: computing them on a constant copy
+    # keeps the variadic (value, index) reduce_window out of autodiff, which has no rule
+    # for its integer operand (jax.vjp/grad through return_indices=True would raise).
+    return win.finish(y), win.finish(_argmax_indices(win, lax.stop_gradient(xb)))
 
 
 def _dilated_max(win: Window, xb):
