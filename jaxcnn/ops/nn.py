@@ -25,7 +25,13 @@ def dense(x, w, b=None):
 
 
 def flatten(x, start_dim: int = 1, end_dim: int = -1):
-    """torch.flatten: merge axes ``start_dim..end_dim`` into one."""
+    """torch.flatten: merge axes ``start_dim..end_dim`` into one. A 0-d input becomes
+    shape ``(1,)`` (torch's rule; ``start_dim``/``end_dim`` must then be 0 or -1)."""
+    if x.ndim == 0:
+        if start_dim not in (0, -1) or end_dim not in (0, -1):
+            raise ValueError(f"flatten: start_dim and end_dim must be 0 or -1 for a 0-d input, "
+                             f"got {start_dim} and {end_dim}")
+        return jnp.reshape(x, (1,))
     start = start_dim % x.ndim
     end = end_dim % x.ndim
     if start > end:
@@ -92,8 +98,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, *, train: b
 
 
 def _check_rate(rate, op):
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{op}: rate must be in [0, 1), got {rate}")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{op}: rate must be in [0, 1], got {rate}")
 
 
 KEEP_BITS = 16
@@ -116,23 +122,29 @@ def keep_mask(key, keep_prob: float, shape) -> jax.Array:
 
 def dropout(key, x, rate: float, *, train: bool):
     """Inverted dropout: zero each element with probability ``rate`` and scale the rest by
-    ``1/(1-rate)`` when ``train``; identity otherwise. ``key`` is required when training."""
+    ``1/(1-rate)`` when ``train``; identity otherwise. ``key`` is required when training.
+    ``rate=1`` zeros everything in training (gradient 0), as torch does."""
     _check_rate(rate, "dropout")
     if not train or rate == 0.0:
         return x
     if key is None:
         raise ValueError("dropout: train=True needs a PRNG key (pass key=...)")
+    if rate == 1.0:
+        return jnp.zeros_like(x)
     keep = keep_mask(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
-    """Channel dropout (torch's Dropout2d): zero whole feature maps per example."""
+    """Channel dropout (torch's Dropout2d): zero whole feature maps per example
+    (``rate=1`` zeros everything in training)."""
     _check_rate(rate, "spatial_dropout")
     if not train or rate == 0.0:
         return x
     if key is None:
         raise ValueError("spatial_dropout: train=True needs a PRNG key (pass key=...)")
+    if rate == 1.0:
+        return jnp.zeros_like(x)
     shape = [1] * x.ndim
     shape[0] = x.shape[0]
     shape[channel_axis(x.ndim, layout, "spatial_dropout")] = x.shape[channel_axis(x.ndim, layout)]

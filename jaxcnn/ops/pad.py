@@ -1,14 +1,20 @@
 """Padding with torch.nn.functional.pad semantics.
 
 Modes: ``constant`` (alias ``zeros``), ``reflect`` (mirror without repeating the edge),
-``replicate`` (repeat the edge), ``circular`` (wrap around). Negative constant padding
-crops, as in torch.
+``replicate`` (repeat the edge), ``circular`` (wrap around). Negative padding crops, as in
+torch, in the constant, replicate and circular modes: the negative sides are cut off
+first and the positive sides are then padded from what remains (torch's order), so
+``circular`` wraps around the cropped array; ``replicate`` is torch's index rule
+``out[j] = x[clip(j - lo, 0, n - 1)]`` on each axis, which equals crop-then-repeat-the-edge
+and stays defined when the crop empties the axis.
+``reflect`` refuses negative padding.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 from .layout import spatial_axes
 
@@ -38,29 +44,46 @@ def pad_axes(x, pairs, mode: str = "constant", value: float = 0.0, op: str = "pa
         raise ValueError(f"{op}: padding mode must be one of {sorted(_NUMPY_MODE)}, got {mode!r}")
     x = jnp.asarray(x)
     np_mode = _NUMPY_MODE[mode]
+    pairs = [(int(lo), int(hi)) for lo, hi in pairs]
+    if np_mode == "reflect":
+        for lo, hi in pairs:
+            if lo < 0 or hi < 0:
+                raise ValueError(f"{op}: negative padding is only supported in the constant, replicate and "
+                                 f"circular modes, got {(lo, hi)} with mode='reflect'")
+    if np_mode == "edge" and any(lo < 0 or hi < 0 for lo, hi in pairs):
+        for axis, (lo, hi) in enumerate(pairs):
+            n = x.shape[axis]
+            if n + lo + hi < 0 or (n == 0 and n + lo + hi > 0):
+                raise ValueError(f"{op}: replicate padding {(lo, hi)} does not fit the axis size {n} "
+                                 f"(input shape {x.shape})")
+            if (lo, hi) != (0, 0):
+                x = jnp.take(x, jnp.asarray(np.clip(np.arange(n + lo + hi) - lo, 0, n - 1)), axis=axis)
+        return x
+    crop = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pairs]
+    for axis, ((lo, hi), (c_lo, c_hi)) in enumerate(zip(pairs, crop)):
+        if x.shape[axis] - c_lo - c_hi < 0:
+            raise ValueError(f"{op}: negative padding {(lo, hi)} removes more than the axis size "
+                             f"{x.shape[axis]} (input shape {x.shape})")
+    if any(c != (0, 0) for c in crop):
+        x = x[tuple(slice(lo, x.shape[i] - hi) for i, (lo, hi) in enumerate(crop))]
+    pos = [(max(lo, 0), max(hi, 0)) for lo, hi in pairs]
     if np_mode == "constant":
-        crop = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pairs]
-        if any(c != (0, 0) for c in crop):
-            x = x[tuple(slice(lo, x.shape[i] - hi) for i, (lo, hi) in enumerate(crop))]
-        pos = [(max(lo, 0), max(hi, 0)) for lo, hi in pairs]
         if any(p != (0, 0) for p in pos):
             x = jnp.pad(x, pos, mode="constant", constant_values=value)
         return x
-    for axis, (lo, hi) in enumerate(pairs):
-        if lo < 0 or hi < 0:
-            raise ValueError(f"{op}: negative padding is only supported in constant mode, got {(lo, hi)}")
+    for axis, (lo, hi) in enumerate(pos):
         size = x.shape[axis]
         if mode == "reflect" and (lo >= size or hi >= size):
             raise ValueError(f"{op}: reflect padding {(lo, hi)} must be smaller than the axis size {size} "
                              f"(input shape {x.shape})")
         if mode == "circular" and (lo > size or hi > size):
             raise ValueError(f"{op}: circular padding {(lo, hi)} must not exceed the axis size {size} "
-                             f"(input shape {x.shape})")
+                             f"(after cropping; input shape {x.shape})")
         if mode == "replicate" and size == 0 and (lo or hi):
             raise ValueError(f"{op}: cannot replicate-pad an empty axis (input shape {x.shape})")
-    if all(p == (0, 0) for p in pairs):
+    if all(p == (0, 0) for p in pos):
         return x
-    return jnp.pad(x, pairs, mode=np_mode)
+    return jnp.pad(x, pos, mode=np_mode)
 
 
 def pad_spatial(x, pads, mode: str = "constant", layout: str = "NHWC", value: float = 0.0, op: str = "pad"):
