@@ -7,7 +7,7 @@ import numpy as np
 from jax import lax
 
 from .checks import as_float_array
-from .layout import channel_axis
+from .layout import channel_axis, channels_last
 from .shapes import describe
 from .windows import broadcast_to_axis, linear_taps, resize_geometry
 
@@ -184,7 +184,7 @@ def channel_shuffle(x, groups: int, *, layout: str = "NHWC"):
     return y.reshape(x.shape)
 
 
-def _check_labels(logits, labels, op):
+def _check_labels(logits, labels, op, ignore_index=None):
     labels = jnp.asarray(labels) if not isinstance(labels, jax.core.Tracer) else labels
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"{op}: labels must be integer class indices, got dtype {labels.dtype}")
@@ -192,33 +192,84 @@ def _check_labels(logits, labels, op):
         raise ValueError(f"{op}: labels shape {describe(labels.shape)} must match logits shape "
                          f"{describe(logits.shape)} without its class axis")
     if not isinstance(labels, jax.core.Tracer) and labels.size:
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= logits.shape[-1]:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{op}: label {bad} is out of range for {logits.shape[-1]} classes "
-                             f"(expected 0..{logits.shape[-1] - 1})")
+        valid = np.asarray(labels) if ignore_index is None else np.asarray(labels)[np.asarray(labels) != ignore_index]
+        if valid.size:
+            lo, hi = int(valid.min()), int(valid.max())
+            if lo < 0 or hi >= logits.shape[-1]:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"{op}: label {bad} is out of range for {logits.shape[-1]} classes "
+                                 f"(expected 0..{logits.shape[-1] - 1})")
     return labels
 
 
-def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, reduction: str = "mean"):
-    """Softmax cross-entropy on integer labels with torch's label smoothing:
-    ``(1 - e) * nll + e * mean_c(-log p_c)``. ``reduction``: "mean", "sum" or "none"."""
+def class_axis(ndim: int, layout: str, op: str = "cross_entropy") -> int:
+    """Axis of the classes in ``cross_entropy``'s logits: the last (channels-last) or,
+    channels-first, axis 1 -- axis 0 for a 1-D (unbatched) input, as in torch."""
+    return ndim - 1 if channels_last(layout, op) or ndim == 1 else 1
+
+
+def cross_entropy(logits, labels, *, weight=None, ignore_index: int = -100, label_smoothing: float = 0.0,
+                  reduction: str = "mean", layout: str = "NHWC"):
+    """Softmax cross-entropy, ``torch.nn.functional.cross_entropy``'s semantics.
+
+    ``logits``: classes on the last axis (``layout="NHWC"``, default) or on axis 1
+    (``layout="NCHW"``: torch's ``(N, C, d1, ...)``, a 1-D input being one unbatched row).
+    ``labels``: integer class indices shaped like ``logits`` without the class axis, or
+    class probabilities (floating, the shape of ``logits``; differentiable).
+
+    Index targets: ``loss_i = (1-e) w[y_i] (-log p_i[y_i]) + (e/C) sum_c w_c (-log p_i[c])``,
+    0 where ``y_i == ignore_index``; "mean" divides the sum by ``sum_i w[y_i]`` over the
+    rows not ignored (the row count without ``weight``; NaN with a zero gradient when
+    that is 0, as torch). Probability targets:
+    ``loss_i = -sum_c w_c t'_ic log p_ic`` with ``t' = (1-e) t + e/C``; "mean" divides by
+    the row count. ``weight``: per-class weights ``(C,)`` (not differentiated), ``e`` the
+    ``label_smoothing``; ``reduction``: "mean", "sum" or "none".
+    """
     op = "cross_entropy"
     logits = as_float_array(logits, op, "logits")
-    labels = _check_labels(logits, labels, op)
+    if logits.ndim < 1:
+        raise ValueError(f"{op}: logits must have a class axis, got a 0-d array")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    loss = nll if label_smoothing == 0.0 else \
-        (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
+    ca = class_axis(logits.ndim, layout, op)
+    z = jnp.moveaxis(logits, ca, -1)
+    c = z.shape[-1]
+    if weight is not None:
+        weight = jnp.asarray(weight)
+        if weight.shape != (c,):
+            raise ValueError(f"{op}: weight must have shape ({c},) for {c} classes, got {describe(weight.shape)}")
+        weight = weight.astype(z.dtype)
+    labels_arr = labels if isinstance(labels, jax.core.Tracer) else jnp.asarray(labels)
+    logp = jax.nn.log_softmax(z, axis=-1)
+    if jnp.issubdtype(labels_arr.dtype, jnp.floating):
+        if labels_arr.shape != logits.shape:
+            raise ValueError(f"{op}: probability targets must have the logits' shape {describe(logits.shape)}, "
+                             f"got {describe(labels_arr.shape)}")
+        t = jnp.moveaxis(labels_arr, ca, -1).astype(z.dtype)
+        if label_smoothing:
+            t = (1.0 - label_smoothing) * t + label_smoothing / c
+        wt = t if weight is None else t * weight
+        loss = -jnp.sum(logp * wt, axis=-1)
+        if reduction == "mean":
+            return jnp.sum(loss) / (logits.size // c if c else 0)
+        return jnp.sum(loss) if reduction == "sum" else loss
+    labels = _check_labels(z, labels_arr, op, ignore_index)
+    valid = labels != ignore_index
+    safe = jnp.where(valid, labels, 0).astype(jnp.int32)
+    nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+    w_row = jnp.ones(nll.shape, z.dtype) if weight is None else weight[safe]
+    w_row = jnp.where(valid, w_row, 0.0)
+    loss = w_row * nll
+    if label_smoothing:
+        smooth = -jnp.sum(logp if weight is None else logp * weight, axis=-1)
+        loss = (1.0 - label_smoothing) * loss + (label_smoothing / c) * jnp.where(valid, smooth, 0.0)
     if reduction == "mean":
-        return jnp.mean(loss)
-    if reduction == "sum":
-        return jnp.sum(loss)
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        # every row ignored (or zero weight): NaN, as torch, but a zero gradient (torch's)
+        total = jnp.sum(w_row)
+        return jnp.sum(loss) / jnp.where(total == 0, 1.0, total) + jnp.where(total == 0, jnp.nan, 0.0)
+    return jnp.sum(loss) if reduction == "sum" else loss
 
 
 def accuracy(logits, labels):
