@@ -245,8 +245,9 @@ def cross_entropy(logits, labels, *, weight=None, ignore_index: int = -100, labe
     logp = jax.nn.log_softmax(z, axis=-1)
     if jnp.issubdtype(labels_arr.dtype, jnp.floating):
         if labels_arr.shape != logits.shape:
-            raise ValueError(f"{op}: probability targets must have the logits' shape {describe(logits.shape)}, "
-                             f"got {describe(labels_arr.shape)}")
+            raise TypeError(f"{op}: labels must be integer class indices, got dtype {labels_arr.dtype} "
+                            f"(floating labels are class probabilities and need the logits' shape "
+                            f"{describe(logits.shape)}, got {describe(labels_arr.shape)})")
         t = jnp.moveaxis(labels_arr, ca, -1).astype(z.dtype)
         if label_smoothing:
             t = (1.0 - label_smoothing) * t + label_smoothing / c
