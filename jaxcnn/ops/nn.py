@@ -9,7 +9,8 @@ from jax import lax
 from .checks import as_float_array
 from .layout import channel_axis, channels_last
 from .shapes import describe
-from .windows import broadcast_to_axis, linear_taps, resize_geometry
+from .windows import (RESIZE_MODES, broadcast_to_axis, interpolation_matrix, linear_taps, resize_geometry,
+                      resize_kind)
 
 
 def dense(x, w, b=None):
@@ -153,23 +154,36 @@ def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
 
 
 def upsample(x, size=None, scale_factor=None, mode: str = "nearest", align_corners=None, *,
-             layout: str = "NHWC"):
+             antialias: bool = False, layout: str = "NHWC"):
     """Resize spatial axes like ``torch.nn.functional.interpolate``.
 
-    ``mode``: "nearest", or "linear"/"bilinear"/"trilinear" (all separable linear
-    interpolation); exactly one of ``size`` and ``scale_factor``. The source coordinates
-    are :func:`jaxcnn.ops.windows.resize_geometry`'s (shared with the explicit backward).
+    ``mode``: "nearest" (torch's legacy ``floor(dst * scale)`` rule), "nearest-exact"
+    (``floor((dst + 0.5) * scale)``), "linear"/"bilinear"/"trilinear" (separable linear
+    interpolation), "bicubic" (separable cubic convolution, ``A = -0.75``, border taps
+    clamped; any spatial rank, torch's only for 2-D) or "area" (adaptive average pooling
+    to the output size); exactly one of ``size`` and ``scale_factor`` (the output size is
+    ``floor(in * scale_factor)``, and the coordinates use ``1 / scale_factor``, torch's
+    ``recompute_scale_factor=False``). ``align_corners`` applies to the linear and bicubic
+    modes. ``antialias=True`` is refused (ValueError). The source coordinates are
+    :func:`jaxcnn.ops.windows.resize_geometry`'s (shared with the explicit backward).
     """
     op = "upsample"
     x = as_float_array(x, op)
+    if antialias:
+        raise ValueError(f"{op}: antialias=True is not supported (got antialias={antialias!r}); "
+                         f"resize without it or low-pass filter first")
     y = x
+    kind = resize_kind(mode) if mode in RESIZE_MODES else mode
     for a, n, o, src in resize_geometry(x, size, scale_factor, mode, align_corners, layout, op):
-        if mode == "nearest":
+        if kind in ("nearest", "nearest-exact"):
             y = jnp.take(y, jnp.asarray(src), axis=a)
-            continue
-        lo, hi, frac = linear_taps(src, n)
-        frac = broadcast_to_axis(frac, y.ndim, a, y.dtype)
-        y = jnp.take(y, jnp.asarray(lo), axis=a) * (1 - frac) + jnp.take(y, jnp.asarray(hi), axis=a) * frac
+        elif kind == "linear":
+            lo, hi, frac = linear_taps(src, n)
+            frac = broadcast_to_axis(frac, y.ndim, a, y.dtype)
+            y = jnp.take(y, jnp.asarray(lo), axis=a) * (1 - frac) + jnp.take(y, jnp.asarray(hi), axis=a) * frac
+        else:   # cubic, area: the axis's (out x in) matrix
+            m = jnp.asarray(interpolation_matrix(src, n, kind), y.dtype)
+            y = jnp.moveaxis(jnp.tensordot(m, y, axes=[[1], [a]]), 0, a)
     return y
 
 
