@@ -49,7 +49,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, *, train: b
     running statistics move by ``momentum`` towards the batch mean and the UNBIASED
     variance; in evaluation the running statistics normalise and are returned unchanged.
     ``axis_name`` averages the batch statistics over that mapped axis (pmap/shard_map),
-    giving the statistics of the global batch.
+    giving the statistics of the global batch. An empty input (a batch of 0) is returned
+    as it is, with the running statistics unchanged (torch's no-op).
     """
     op = "batch_norm"
     x = as_float_array(x, op)
@@ -62,6 +63,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, *, train: b
         if arr is not None and tuple(arr.shape) != (c,):
             raise ValueError(f"{op}: {name} must have shape ({c},) for {c} channels on axis {ch}, "
                              f"got {describe(arr.shape)} (input shape {describe(x.shape)}, layout={layout!r})")
+    if x.size == 0:
+        return x, running_mean, running_var
     reduce_axes = tuple(a for a in range(x.ndim) if a != ch)
     bshape = [1] * x.ndim
     bshape[ch] = c
