@@ -2,12 +2,10 @@
 
 Modes: ``constant`` (alias ``zeros``), ``reflect`` (mirror without repeating the edge),
 ``replicate`` (repeat the edge), ``circular`` (wrap around). Negative padding crops, as in
-torch, in the constant, replicate and circular modes: the negative sides are cut off
-first and the positive sides are then padded from what remains (torch's order), so
-``circular`` wraps around the cropped array; ``replicate`` is torch's index rule
-``out[j] = x[clip(j - lo, 0, n - 1)]`` on each axis, which equals crop-then-repeat-the-edge
-and stays defined when the crop empties the axis.
-``reflect`` refuses negative padding.
+torch, in every mode: ``constant`` and ``circular`` cut the negative sides off first and
+pad the positive sides from what remains (torch's order; ``circular`` wraps around the
+cropped array); ``replicate`` and ``reflect`` follow torch's index rules on the original
+axis, ``out[j] = x[clip(j - lo, 0, n - 1)]`` and ``x[mirror(j - lo)]``.
 """
 from __future__ import annotations
 
@@ -45,19 +43,23 @@ def pad_axes(x, pairs, mode: str = "constant", value: float = 0.0, op: str = "pa
     x = jnp.asarray(x)
     np_mode = _NUMPY_MODE[mode]
     pairs = [(int(lo), int(hi)) for lo, hi in pairs]
-    if np_mode == "reflect":
-        for lo, hi in pairs:
-            if lo < 0 or hi < 0:
-                raise ValueError(f"{op}: negative padding is only supported in the constant, replicate and "
-                                 f"circular modes, got {(lo, hi)} with mode='reflect'")
-    if np_mode == "edge" and any(lo < 0 or hi < 0 for lo, hi in pairs):
+    if np_mode in ("reflect", "edge") and any(lo < 0 or hi < 0 for lo, hi in pairs):
+        # torch's index rules on the original axis: out[j] = x[r(j - lo)], r the mirror
+        # (reflect, edge not repeated) or the clamp (replicate)
         for axis, (lo, hi) in enumerate(pairs):
             n = x.shape[axis]
-            if n + lo + hi < 0 or (n == 0 and n + lo + hi > 0):
-                raise ValueError(f"{op}: replicate padding {(lo, hi)} does not fit the axis size {n} "
+            if (lo, hi) == (0, 0):
+                continue
+            k = np.arange(max(n + lo + hi, 0)) - lo
+            if np_mode == "reflect":
+                k = np.abs(k)
+                k = np.where(k > n - 1, 2 * (n - 1) - k, k)
+            else:
+                k = np.clip(k, 0, n - 1)
+            if n + lo + hi < 0 or (k.size and (k.min() < 0 or k.max() > n - 1)):
+                raise ValueError(f"{op}: {mode} padding {(lo, hi)} does not fit the axis size {n} "
                                  f"(input shape {x.shape})")
-            if (lo, hi) != (0, 0):
-                x = jnp.take(x, jnp.asarray(np.clip(np.arange(n + lo + hi) - lo, 0, n - 1)), axis=axis)
+            x = jnp.take(x, jnp.asarray(k, dtype=np.int32), axis=axis)
         return x
     crop = [(max(-lo, 0), max(-hi, 0)) for lo, hi in pairs]
     for axis, ((lo, hi), (c_lo, c_hi)) in enumerate(zip(pairs, crop)):
