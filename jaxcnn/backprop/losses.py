@@ -11,7 +11,7 @@ def cross_entropy_backward(logits, labels, dloss, *, weight=None, ignore_index: 
     """Explicit gradients of ``cross_entropy`` (``e`` the label smoothing, ``w`` the class
     weights, ``p = softmax(z)``, ``C`` classes).
 
-    Index targets ``y`` -- returns ``(dlogits,)``: per row not ignored,
+    Index targets ``y`` -- returns ``dlogits``: per row not ignored,
     ``dz_j = p_j ((1-e) w[y] + (e/C) sum_c w_c) - (1-e) w[y] 1[j = y] - (e/C) w_j``, 0 for
     an ignored row; "mean" divides by ``sum w[y]`` over the rows not ignored.
     Probability targets ``t`` (``t' = (1-e) t + e/C``) -- returns ``(dlogits, dlabels)``:
@@ -50,7 +50,7 @@ def cross_entropy_backward(logits, labels, dloss, *, weight=None, ignore_index: 
         total = jnp.sum(w_row)
         g = g / jnp.where(total == 0, 1.0, total)     # all rows ignored: gradient 0 (torch)
     g = g[..., None] if reduction == "none" else g
-    return (jnp.moveaxis(dz * g, -1, ca),)
+    return jnp.moveaxis(dz * g, -1, ca)
 
 
 def mse_loss_backward(y, target, dloss, *, reduction: str = "mean"):

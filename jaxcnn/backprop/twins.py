@@ -230,7 +230,7 @@ def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
 
 _cross_entropy_index = make_twin(
     ops.cross_entropy, ("logits", "labels", "weight"),
-    lambda a, dy, cfg: cross_entropy_backward(a["logits"], a["labels"], dy, weight=a["weight"], **cfg),
+    lambda a, dy, cfg: (cross_entropy_backward(a["logits"], a["labels"], dy, weight=a["weight"], **cfg),),
     float_arrays=("logits",))
 _cross_entropy_prob = make_twin(
     ops.cross_entropy, ("logits", "labels", "weight"),
