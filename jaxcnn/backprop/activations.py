@@ -77,11 +77,11 @@ ELEMENTWISE = ("identity", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "el
 def activation_backward(name: str, x, dy, **kwargs):
     """dL/dx of activation ``name`` at ``x`` (its forward keyword arguments in ``kwargs``)."""
     x = jnp.asarray(x)
-    dy = jnp.asarray(dy).astype(x.dtype)
     if name == "softmax":
         return softmax_backward(x, dy, **kwargs)
     if name == "log_softmax":
         return log_softmax_backward(x, dy, **kwargs)
+    dy = jnp.asarray(dy).astype(x.dtype)
     return dy * _derivative(name, x, kwargs)
 
 
@@ -90,12 +90,27 @@ def _softmax(x, axis):
     return e / jnp.sum(e, axis=axis, keepdims=True)
 
 
-def softmax_backward(x, dy, axis: int = -1):
-    """``p * (dy - sum(dy * p))`` with ``p = softmax(x)``: the Jacobian ``diag(p) - p p^T``."""
+def _softmax_args(x, dy, axis, dtype):
+    """Cast to the forward's ``dtype`` and view a 0-d input as one element (the forward's rule)."""
+    if dtype is not None:
+        x = x.astype(dtype)
+    dy = jnp.asarray(dy).astype(x.dtype)
+    if x.ndim == 0:
+        return x.reshape(1), dy.reshape(1), 0, True
+    return x, dy, axis, False
+
+
+def softmax_backward(x, dy, axis: int = -1, dtype=None):
+    """``p * (dy - sum(dy * p))`` with ``p = softmax(x)``: the Jacobian ``diag(p) - p p^T``
+    (in ``dtype`` when the forward cast to it; the caller casts back to x's dtype)."""
+    x, dy, axis, scalar = _softmax_args(x, dy, axis, dtype)
     p = _softmax(x, axis)
-    return p * (dy - jnp.sum(dy * p, axis=axis, keepdims=True))
+    g = p * (dy - jnp.sum(dy * p, axis=axis, keepdims=True))
+    return g[0] if scalar else g
 
 
-def log_softmax_backward(x, dy, axis: int = -1):
+def log_softmax_backward(x, dy, axis: int = -1, dtype=None):
     """``dy - softmax(x) * sum(dy)``."""
-    return dy - _softmax(x, axis) * jnp.sum(dy, axis=axis, keepdims=True)
+    x, dy, axis, scalar = _softmax_args(x, dy, axis, dtype)
+    g = dy - _softmax(x, axis) * jnp.sum(dy, axis=axis, keepdims=True)
+    return g[0] if scalar else g

@@ -23,6 +23,9 @@ def batch_norm_backward(x, running_mean, running_var, weight=None, bias=None, dy
     x = jnp.asarray(x)
     dy = jnp.asarray(dy).astype(x.dtype)
     ch = channel_axis(x.ndim, layout)
+    if x.size == 0:     # the forward's no-op on an empty batch
+        zeros = jnp.zeros((x.shape[ch],), x.dtype)
+        return dy, (None if weight is None else zeros), (None if bias is None else zeros)
     axes = tuple(a for a in range(x.ndim) if a != ch)
     shape = [1] * x.ndim
     shape[ch] = x.shape[ch]

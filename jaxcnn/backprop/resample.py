@@ -3,8 +3,8 @@ modes) and ``max_unpool``, plus the flat-index scatter/gather they and
 ``adaptive_max_pool_backward`` share.
 
 ``upsample`` is separable and linear: along each spatial axis it applies a fixed
-(out x in) matrix ``M`` (one-hot rows for "nearest", two interpolation weights per row
-for the linear modes; :func:`jaxcnn.ops.windows.interpolation_matrix` built from the
+(out x in) matrix ``M`` (one-hot rows for the nearest modes, two interpolation weights
+per row for the linear modes, four for bicubic, the adaptive averaging matrix for area; :func:`jaxcnn.ops.windows.interpolation_matrix` built from the
 forward's own source coordinates), so its backward applies ``M^T`` along each axis.
 ``max_unpool`` writes input ``i`` to flat position ``indices[i]``; its backward reads
 ``dy`` back at those positions (a gather).
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..ops.checks import check_rank
 from ..ops.layout import channels_last
-from ..ops.windows import interpolation_matrix, resize_geometry, spatial_rank
+from ..ops.windows import RESIZE_MODES, interpolation_matrix, resize_geometry, resize_kind, spatial_rank
 
 
 def _to_flat(a, layout):
@@ -54,13 +54,17 @@ def gather_flat(source, indices, layout):
 
 
 def upsample_backward(x, dy, size=None, scale_factor=None, mode: str = "nearest", align_corners=None, *,
-                      layout: str = "NHWC"):
+                      antialias: bool = False, layout: str = "NHWC"):
     """dL/dx of ``upsample``: ``M^T`` along each spatial axis (``M`` the axis's
     interpolation matrix), i.e. each output's ``dy`` split over the inputs it was
-    interpolated from with the same weights (all of it to the source for "nearest")."""
+    interpolated from with the same weights (all of it to the source for the nearest
+    modes, ``1/len`` of it to each input of an "area" window). ``antialias`` is the
+    forward's argument (which refuses True)."""
     x = jnp.asarray(x)
     g = jnp.asarray(dy).astype(x.dtype)
-    kind = "nearest" if mode == "nearest" else "linear"
+    if antialias:
+        raise ValueError(f"upsample_backward: antialias=True is not supported (got antialias={antialias!r})")
+    kind = resize_kind(mode) if mode in RESIZE_MODES else mode
     for a, n, _, src in resize_geometry(x, size, scale_factor, mode, align_corners, layout, "upsample_backward"):
         m = interpolation_matrix(src, n, kind)
         g = jnp.moveaxis(jnp.tensordot(jnp.asarray(m.T, g.dtype), g, axes=[[1], [a]]), 0, a)

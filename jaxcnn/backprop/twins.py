@@ -239,9 +239,24 @@ def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
     return _masked_scale(float(rate), x, scale)
 
 
-cross_entropy = register("cross_entropy")(make_twin(
-    ops.cross_entropy, ("logits", "labels"),
-    lambda a, dy, cfg: (cross_entropy_backward(a["logits"], a["labels"], dy, **cfg),), float_arrays=("logits",)))
+_cross_entropy_index = make_twin(
+    ops.cross_entropy, ("logits", "labels", "weight"),
+    lambda a, dy, cfg: (cross_entropy_backward(a["logits"], a["labels"], dy, weight=a["weight"], **cfg),),
+    float_arrays=("logits",))
+_cross_entropy_prob = make_twin(
+    ops.cross_entropy, ("logits", "labels", "weight"),
+    lambda a, dy, cfg: cross_entropy_backward(a["logits"], a["labels"], dy, weight=a["weight"], **cfg),
+    float_arrays=("logits", "labels"))
+
+
+@register("cross_entropy")
+@functools.wraps(ops.cross_entropy)
+def cross_entropy(logits, labels, **kwargs):
+    # class-probability targets are differentiated too; integer class indices are not
+    prob = hasattr(labels, "dtype") and jnp.issubdtype(labels.dtype, jnp.floating)
+    return (_cross_entropy_prob if prob else _cross_entropy_index)(logits, labels, **kwargs)
+
+
 mse_loss = register("mse_loss")(make_twin(
     ops.mse_loss, ("y", "target"),
     lambda a, dy, cfg: (mse_loss_backward(a["y"], a["target"], dy, **cfg),

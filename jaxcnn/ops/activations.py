@@ -77,14 +77,36 @@ def hardswish(x):
     return x * relu6(x + 3.0) / 6.0
 
 
-def softmax(x, axis: int = -1):
-    """Softmax over ``axis`` (default the last: class scores in NHWC logits)."""
-    return jax.nn.softmax(x, axis=axis)
+def softmax_input(x, axis: int, dtype, op: str):
+    """The array softmax/log_softmax normalise: ``x`` cast to ``dtype`` (when given), a 0-d
+    input viewed as one element (``axis`` must then be 0 or -1); returns (x, axis, 0-d?)."""
+    x = jnp.asarray(x)
+    if dtype is not None:
+        if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+            raise ValueError(f"{op}: dtype must be a floating dtype, got {jnp.dtype(dtype)}")
+        x = x.astype(dtype)
+    if x.ndim == 0:
+        if axis not in (0, -1):
+            raise ValueError(f"{op}: axis must be 0 or -1 for a 0-d input, got {axis}")
+        return x.reshape(1), 0, True
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for an input of rank {x.ndim}")
+    return x, axis, False
 
 
-def log_softmax(x, axis: int = -1):
-    """Log-softmax over ``axis``, computed stably."""
-    return jax.nn.log_softmax(x, axis=axis)
+def softmax(x, axis: int = -1, dtype=None):
+    """``exp(x) / sum(exp(x))`` along ``axis``; ``dtype`` casts the input first (torch's
+    ``dtype=``); a 0-d input gives 1 (torch)."""
+    x, axis, scalar = softmax_input(x, axis, dtype, "softmax")
+    y = jax.nn.softmax(x, axis=axis)
+    return y[0] if scalar else y
+
+
+def log_softmax(x, axis: int = -1, dtype=None):
+    """``x - logsumexp(x)`` along ``axis``; ``dtype`` and 0-d inputs as :func:`softmax`."""
+    x, axis, scalar = softmax_input(x, axis, dtype, "log_softmax")
+    y = jax.nn.log_softmax(x, axis=axis)
+    return y[0] if scalar else y
 
 
 ACTIVATIONS = {f.__name__: f for f in (identity, relu, relu6, leaky_relu, sigmoid, tanh, elu, selu, gelu, silu,

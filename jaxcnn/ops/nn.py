@@ -7,9 +7,10 @@ import numpy as np
 from jax import lax
 
 from .checks import as_float_array
-from .layout import channel_axis
+from .layout import channel_axis, channels_last
 from .shapes import describe
-from .windows import broadcast_to_axis, linear_taps, resize_geometry
+from .windows import (RESIZE_MODES, broadcast_to_axis, interpolation_matrix, linear_taps, resize_geometry,
+                      resize_kind)
 
 
 def dense(x, w, b=None):
@@ -25,7 +26,13 @@ def dense(x, w, b=None):
 
 
 def flatten(x, start_dim: int = 1, end_dim: int = -1):
-    """torch.flatten: merge axes ``start_dim..end_dim`` into one."""
+    """torch.flatten: merge axes ``start_dim..end_dim`` into one. A 0-d input becomes
+    shape ``(1,)`` (torch's rule; ``start_dim``/``end_dim`` must then be 0 or -1)."""
+    if x.ndim == 0:
+        if start_dim not in (0, -1) or end_dim not in (0, -1):
+            raise ValueError(f"flatten: start_dim and end_dim must be 0 or -1 for a 0-d input, "
+                             f"got {start_dim} and {end_dim}")
+        return jnp.reshape(x, (1,))
     start = start_dim % x.ndim
     end = end_dim % x.ndim
     if start > end:
@@ -42,7 +49,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, *, train: b
     running statistics move by ``momentum`` towards the batch mean and the UNBIASED
     variance; in evaluation the running statistics normalise and are returned unchanged.
     ``axis_name`` averages the batch statistics over that mapped axis (pmap/shard_map),
-    giving the statistics of the global batch.
+    giving the statistics of the global batch. An empty input (a batch of 0) is returned
+    as it is, with the running statistics unchanged (torch's no-op).
     """
     op = "batch_norm"
     x = as_float_array(x, op)
@@ -55,6 +63,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, *, train: b
         if arr is not None and tuple(arr.shape) != (c,):
             raise ValueError(f"{op}: {name} must have shape ({c},) for {c} channels on axis {ch}, "
                              f"got {describe(arr.shape)} (input shape {describe(x.shape)}, layout={layout!r})")
+    if x.size == 0:
+        return x, running_mean, running_var
     reduce_axes = tuple(a for a in range(x.ndim) if a != ch)
     bshape = [1] * x.ndim
     bshape[ch] = c
@@ -92,8 +102,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, *, train: b
 
 
 def _check_rate(rate, op):
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{op}: rate must be in [0, 1), got {rate}")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{op}: rate must be in [0, 1], got {rate}")
 
 
 KEEP_BITS = 16
@@ -116,23 +126,29 @@ def keep_mask(key, keep_prob: float, shape) -> jax.Array:
 
 def dropout(key, x, rate: float, *, train: bool):
     """Inverted dropout: zero each element with probability ``rate`` and scale the rest by
-    ``1/(1-rate)`` when ``train``; identity otherwise. ``key`` is required when training."""
+    ``1/(1-rate)`` when ``train``; identity otherwise. ``key`` is required when training.
+    ``rate=1`` zeros everything in training (gradient 0), as torch does."""
     _check_rate(rate, "dropout")
     if not train or rate == 0.0:
         return x
     if key is None:
         raise ValueError("dropout: train=True needs a PRNG key (pass key=...)")
+    if rate == 1.0:
+        return jnp.zeros_like(x)
     keep = keep_mask(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
-    """Channel dropout (torch's Dropout2d): zero whole feature maps per example."""
+    """Channel dropout (torch's Dropout2d): zero whole feature maps per example
+    (``rate=1`` zeros everything in training)."""
     _check_rate(rate, "spatial_dropout")
     if not train or rate == 0.0:
         return x
     if key is None:
         raise ValueError("spatial_dropout: train=True needs a PRNG key (pass key=...)")
+    if rate == 1.0:
+        return jnp.zeros_like(x)
     shape = [1] * x.ndim
     shape[0] = x.shape[0]
     shape[channel_axis(x.ndim, layout, "spatial_dropout")] = x.shape[channel_axis(x.ndim, layout)]
@@ -141,23 +157,36 @@ def spatial_dropout(key, x, rate: float, *, train: bool, layout: str = "NHWC"):
 
 
 def upsample(x, size=None, scale_factor=None, mode: str = "nearest", align_corners=None, *,
-             layout: str = "NHWC"):
+             antialias: bool = False, layout: str = "NHWC"):
     """Resize spatial axes like ``torch.nn.functional.interpolate``.
 
-    ``mode``: "nearest", or "linear"/"bilinear"/"trilinear" (all separable linear
-    interpolation); exactly one of ``size`` and ``scale_factor``. The source coordinates
-    are :func:`jaxcnn.ops.windows.resize_geometry`'s (shared with the explicit backward).
+    ``mode``: "nearest" (torch's legacy ``floor(dst * scale)`` rule), "nearest-exact"
+    (``floor((dst + 0.5) * scale)``), "linear"/"bilinear"/"trilinear" (separable linear
+    interpolation), "bicubic" (separable cubic convolution, ``A = -0.75``, border taps
+    clamped; any spatial rank, torch's only for 2-D) or "area" (adaptive average pooling
+    to the output size); exactly one of ``size`` and ``scale_factor`` (the output size is
+    ``floor(in * scale_factor)``, and the coordinates use ``1 / scale_factor``, torch's
+    ``recompute_scale_factor=False``). ``align_corners`` applies to the linear and bicubic
+    modes. ``antialias=True`` is refused (ValueError). The source coordinates are
+    :func:`jaxcnn.ops.windows.resize_geometry`'s (shared with the explicit backward).
     """
     op = "upsample"
     x = as_float_array(x, op)
+    if antialias:
+        raise ValueError(f"{op}: antialias=True is not supported (got antialias={antialias!r}); "
+                         f"resize without it or low-pass filter first")
     y = x
+    kind = resize_kind(mode) if mode in RESIZE_MODES else mode
     for a, n, o, src in resize_geometry(x, size, scale_factor, mode, align_corners, layout, op):
-        if mode == "nearest":
+        if kind in ("nearest", "nearest-exact"):
             y = jnp.take(y, jnp.asarray(src), axis=a)
-            continue
-        lo, hi, frac = linear_taps(src, n)
-        frac = broadcast_to_axis(frac, y.ndim, a, y.dtype)
-        y = jnp.take(y, jnp.asarray(lo), axis=a) * (1 - frac) + jnp.take(y, jnp.asarray(hi), axis=a) * frac
+        elif kind == "linear":
+            lo, hi, frac = linear_taps(src, n)
+            frac = broadcast_to_axis(frac, y.ndim, a, y.dtype)
+            y = jnp.take(y, jnp.asarray(lo), axis=a) * (1 - frac) + jnp.take(y, jnp.asarray(hi), axis=a) * frac
+        else:   # cubic, area: the axis's (out x in) matrix
+            m = jnp.asarray(interpolation_matrix(src, n, kind), y.dtype)
+            y = jnp.moveaxis(jnp.tensordot(m, y, axes=[[1], [a]]), 0, a)
     return y
 
 
@@ -172,7 +201,7 @@ def channel_shuffle(x, groups: int, *, layout: str = "NHWC"):
     return y.reshape(x.shape)
 
 
-def _check_labels(logits, labels, op):
+def _check_labels(logits, labels, op, ignore_index=None):
     labels = jnp.asarray(labels) if not isinstance(labels, jax.core.Tracer) else labels
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"{op}: labels must be integer class indices, got dtype {labels.dtype}")
@@ -180,33 +209,85 @@ def _check_labels(logits, labels, op):
         raise ValueError(f"{op}: labels shape {describe(labels.shape)} must match logits shape "
                          f"{describe(logits.shape)} without its class axis")
     if not isinstance(labels, jax.core.Tracer) and labels.size:
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= logits.shape[-1]:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{op}: label {bad} is out of range for {logits.shape[-1]} classes "
-                             f"(expected 0..{logits.shape[-1] - 1})")
+        valid = np.asarray(labels) if ignore_index is None else np.asarray(labels)[np.asarray(labels) != ignore_index]
+        if valid.size:
+            lo, hi = int(valid.min()), int(valid.max())
+            if lo < 0 or hi >= logits.shape[-1]:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"{op}: label {bad} is out of range for {logits.shape[-1]} classes "
+                                 f"(expected 0..{logits.shape[-1] - 1})")
     return labels
 
 
-def cross_entropy(logits, labels, *, label_smoothing: float = 0.0, reduction: str = "mean"):
-    """Softmax cross-entropy on integer labels with torch's label smoothing:
-    ``(1 - e) * nll + e * mean_c(-log p_c)``. ``reduction``: "mean", "sum" or "none"."""
+def class_axis(ndim: int, layout: str, op: str = "cross_entropy") -> int:
+    """Axis of the classes in ``cross_entropy``'s logits: the last (channels-last) or,
+    channels-first, axis 1 -- axis 0 for a 1-D (unbatched) input, as in torch."""
+    return ndim - 1 if channels_last(layout, op) or ndim == 1 else 1
+
+
+def cross_entropy(logits, labels, *, weight=None, ignore_index: int = -100, label_smoothing: float = 0.0,
+                  reduction: str = "mean", layout: str = "NHWC"):
+    """Softmax cross-entropy, ``torch.nn.functional.cross_entropy``'s semantics.
+
+    ``logits``: classes on the last axis (``layout="NHWC"``, default) or on axis 1
+    (``layout="NCHW"``: torch's ``(N, C, d1, ...)``, a 1-D input being one unbatched row).
+    ``labels``: integer class indices shaped like ``logits`` without the class axis, or
+    class probabilities (floating, the shape of ``logits``; differentiable).
+
+    Index targets: ``loss_i = (1-e) w[y_i] (-log p_i[y_i]) + (e/C) sum_c w_c (-log p_i[c])``,
+    0 where ``y_i == ignore_index``; "mean" divides the sum by ``sum_i w[y_i]`` over the
+    rows not ignored (the row count without ``weight``; NaN with a zero gradient when
+    that is 0, as torch). Probability targets:
+    ``loss_i = -sum_c w_c t'_ic log p_ic`` with ``t' = (1-e) t + e/C``; "mean" divides by
+    the row count. ``weight``: per-class weights ``(C,)`` (not differentiated), ``e`` the
+    ``label_smoothing``; ``reduction``: "mean", "sum" or "none".
+    """
     op = "cross_entropy"
     logits = as_float_array(logits, op, "logits")
-    labels = _check_labels(logits, labels, op)
+    if logits.ndim < 1:
+        raise ValueError(f"{op}: logits must have a class axis, got a 0-d array")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    loss = nll if label_smoothing == 0.0 else \
-        (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
+    ca = class_axis(logits.ndim, layout, op)
+    z = jnp.moveaxis(logits, ca, -1)
+    c = z.shape[-1]
+    if weight is not None:
+        weight = jnp.asarray(weight)
+        if weight.shape != (c,):
+            raise ValueError(f"{op}: weight must have shape ({c},) for {c} classes, got {describe(weight.shape)}")
+        weight = weight.astype(z.dtype)
+    labels_arr = labels if isinstance(labels, jax.core.Tracer) else jnp.asarray(labels)
+    logp = jax.nn.log_softmax(z, axis=-1)
+    if jnp.issubdtype(labels_arr.dtype, jnp.floating):
+        if labels_arr.shape != logits.shape:
+            raise TypeError(f"{op}: labels must be integer class indices, got dtype {labels_arr.dtype} "
+                            f"(floating labels are class probabilities and need the logits' shape "
+                            f"{describe(logits.shape)}, got {describe(labels_arr.shape)})")
+        t = jnp.moveaxis(labels_arr, ca, -1).astype(z.dtype)
+        if label_smoothing:
+            t = (1.0 - label_smoothing) * t + label_smoothing / c
+        wt = t if weight is None else t * weight
+        loss = -jnp.sum(logp * wt, axis=-1)
+        if reduction == "mean":
+            return jnp.sum(loss) / (logits.size // c if c else 0)
+        return jnp.sum(loss) if reduction == "sum" else loss
+    labels = _check_labels(z, labels_arr, op, ignore_index)
+    valid = labels != ignore_index
+    safe = jnp.where(valid, labels, 0).astype(jnp.int32)
+    nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+    w_row = jnp.ones(nll.shape, z.dtype) if weight is None else weight[safe]
+    w_row = jnp.where(valid, w_row, 0.0)
+    loss = w_row * nll
+    if label_smoothing:
+        smooth = -jnp.sum(logp if weight is None else logp * weight, axis=-1)
+        loss = (1.0 - label_smoothing) * loss + (label_smoothing / c) * jnp.where(valid, smooth, 0.0)
     if reduction == "mean":
-        return jnp.mean(loss)
-    if reduction == "sum":
-        return jnp.sum(loss)
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        # every row ignored (or zero weight): NaN, as torch, but a zero gradient (torch's)
+        total = jnp.sum(w_row)
+        return jnp.sum(loss) / jnp.where(total == 0, 1.0, total) + jnp.where(total == 0, jnp.nan, 0.0)
+    return jnp.sum(loss) if reduction == "sum" else loss
 
 
 def accuracy(logits, labels):

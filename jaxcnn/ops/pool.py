@@ -44,7 +44,10 @@ def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool
         y = _dilated_max(win, xb)
     if not return_indices:
         return win.finish(y)
-    return win.finish(y), win.finish(_argmax_indices(win, xb))
+    # The indices are integers and carry no gradient: computing them on a constant copy
+    # keeps the variadic (value, index) reduce_window out of autodiff, which has no rule
+    # for its integer operand (jax.vjp/grad through return_indices=True would raise).
+    return win.finish(y), win.finish(_argmax_indices(win, lax.stop_gradient(xb)))
 
 
 def _dilated_max(win: Window, xb):
@@ -168,7 +171,8 @@ def global_max_pool(x, *, keepdims: bool = False, layout: str = "NHWC"):
 def max_unpool(x, indices, kernel_size, stride=None, padding=0, output_size=None, *, layout: str = "NHWC"):
     """Inverse of ``max_pool(..., return_indices=True)``: scatter values to their indices,
     zeros elsewhere; torch's ``max_unpool{1,2,3}d``. Default output size
-    ``(H - 1)*stride - 2*padding + kernel``."""
+    ``(H - 1)*stride - 2*padding + kernel``. Where indices repeat, each input still
+    receives ``dy`` at its index (torch's gradient)."""
     op = "max_unpool"
     x = as_float_array(x, op)
     rank = spatial_rank(x, kernel_size, op)
@@ -194,8 +198,14 @@ def max_unpool(x, indices, kernel_size, stride=None, padding=0, output_size=None
     idf = ib if not last else jnp.moveaxis(ib, -1, 1)
     xf, idf = xf.reshape(n, c, -1), idf.reshape(n, c, -1)
     total = int(np.prod(outs))
-    out = jnp.zeros((n, c, total), xf.dtype)
-    out = out.at[jnp.arange(n)[:, None, None], jnp.arange(c)[None, :, None], idf].set(xf, mode="drop")
+    where = (jnp.arange(n)[:, None, None], jnp.arange(c)[None, :, None], idf)
+    zeros = jnp.zeros((n, c, total), xf.dtype)
+    # Values: a scatter-set. Gradient: torch's rule, every input reads dy back at its own
+    # index even where indices repeat -- the transpose of a scatter-ADD. The second term is
+    # zero-valued and carries exactly that gradient; the set's own (one winner per
+    # repeated index) is cut by stop_gradient.
+    frozen = lax.stop_gradient(xf)
+    out = zeros.at[where].set(frozen, mode="drop") + zeros.at[where].add(xf - frozen, mode="drop")
     out = out.reshape(n, c, *outs)
     if last:
         out = jnp.moveaxis(out, 1, -1)

@@ -10,7 +10,7 @@ on (``jaxcnn.ops.pool`` / ``jaxcnn.ops.nn.upsample`` and ``jaxcnn.backprop``):
   :func:`adaptive_matrix` -- torch's adaptive windows ``[floor(i n/o), ceil((i+1) n/o))``;
 - :func:`resize_geometry`, :func:`source_coords`, :func:`interpolation_matrix` --
   ``torch.nn.functional.interpolate``'s source coordinates and the per-axis (out x in)
-  matrix that nearest / linear resizing applies.
+  matrix that every resize mode (nearest, nearest-exact, linear, bicubic, area) applies.
 
 The geometry is shape arithmetic on Python ints and NumPy arrays (concrete at trace
 time, so jit-safe); only :meth:`Window.reduce` computes on the (possibly traced) input,
@@ -172,42 +172,65 @@ def adaptive_matrix(size: int, out: int) -> np.ndarray:
     return mask / mask.sum(axis=1, keepdims=True)
 
 
-RESIZE_MODES = ("nearest", "linear", "bilinear", "trilinear")
+RESIZE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "trilinear", "bicubic", "area")
+_RESIZE_KIND = {"nearest": "nearest", "nearest-exact": "nearest-exact", "linear": "linear", "bilinear": "linear",
+                "trilinear": "linear", "bicubic": "cubic", "area": "area"}
+CUBIC_A = -0.75   # torch's (and OpenCV's) cubic convolution coefficient
+
+
+def resize_kind(mode: str) -> str:
+    """The per-axis rule of an ``upsample`` mode: "nearest", "nearest-exact", "linear"
+    (linear/bilinear/trilinear), "cubic" (bicubic) or "area" (adaptive average)."""
+    return _RESIZE_KIND[mode]
 
 
 def source_coords(out_size: int, in_size: int, scale: float, mode: str, align_corners: bool) -> np.ndarray:
-    """Source coordinate of every output cell along one axis (torch.nn.functional.interpolate):
-    integer indices for ``mode="nearest"``, float positions for ``"linear"``."""
+    """Source coordinate of every output cell along one axis (torch.nn.functional.interpolate),
+    ``mode`` a :func:`resize_kind`: integer indices for "nearest" (``floor(dst*scale)``) and
+    "nearest-exact" (``floor((dst+0.5)*scale)``), float positions for "linear" (clamped at
+    0 without align_corners) and "cubic" (not clamped: its taps clamp instead), and the
+    output index for "area" (whose windows are :func:`adaptive_bounds`)."""
     dst = np.arange(out_size, dtype=np.float64)
     if mode == "nearest":
         return np.minimum(np.floor(dst * scale).astype(np.int64), in_size - 1)
+    if mode == "nearest-exact":
+        return np.minimum(np.floor((dst + 0.5) * scale).astype(np.int64), in_size - 1)
+    if mode == "area":
+        return np.arange(out_size)
     if align_corners:
         return dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else np.zeros(out_size)
+    if mode == "cubic":
+        return (dst + 0.5) * scale - 0.5
     return np.maximum((dst + 0.5) * scale - 0.5, 0.0)
 
 
 def resize_geometry(x, size, scale_factor, mode: str, align_corners, layout: str, op: str = "upsample"):
     """Validate an ``upsample`` call and return ``[(axis, in_size, out_size, source
-    coordinates), ...]`` per spatial axis (coordinates from :func:`source_coords` with
-    mode "nearest" or "linear")."""
+    coordinates), ...]`` per spatial axis (coordinates from :func:`source_coords` for
+    the mode's :func:`resize_kind`)."""
     if mode not in RESIZE_MODES:
-        raise ValueError(f"{op}: mode must be 'nearest', 'linear', 'bilinear' or 'trilinear', got {mode!r}")
-    if mode == "nearest" and align_corners:
-        raise ValueError(f"{op}: align_corners only applies to the linear modes")
+        raise ValueError(f"{op}: mode must be one of {', '.join(repr(m) for m in RESIZE_MODES)}, got {mode!r}")
+    kind = resize_kind(mode)
+    if kind not in ("linear", "cubic") and align_corners:
+        raise ValueError(f"{op}: align_corners only applies to the linear and bicubic modes, got mode={mode!r}")
     if (size is None) == (scale_factor is None):
         raise ValueError(f"{op}: give exactly one of size and scale_factor")
     axes = spatial_axes(x.ndim, layout, op)
     rank = len(axes)
     if size is not None:
         outs = [int(size)] * rank if isinstance(size, (int, np.integer)) else [int(s) for s in size]
-        scales = [n / o for n, o in zip((x.shape[a] for a in axes), outs)]
+        if len(outs) != rank:
+            raise ValueError(f"{op}: size needs {rank} entries, got {size!r}")
+        scales = [n / o if o else 0.0 for n, o in zip((x.shape[a] for a in axes), outs)]
     else:
         factors = [float(scale_factor)] * rank if np.isscalar(scale_factor) else [float(f) for f in scale_factor]
+        if len(factors) != rank:
+            raise ValueError(f"{op}: scale_factor needs {rank} entries, got {scale_factor!r}")
         outs = [int(np.floor(x.shape[a] * f)) for a, f in zip(axes, factors)]
         scales = [1.0 / f for f in factors]
-    if len(outs) != rank:
-        raise ValueError(f"{op}: size/scale_factor needs {rank} entries, got {size or scale_factor!r}")
-    kind = "nearest" if mode == "nearest" else "linear"
+    if any(o <= 0 for o in outs):
+        raise ValueError(f"{op}: the output size must be positive, got {describe(outs)} for input shape "
+                         f"{describe(x.shape)}")
     return [(a, x.shape[a], o, source_coords(o, x.shape[a], s, kind, bool(align_corners)))
             for a, o, s in zip(axes, outs, scales)]
 
@@ -220,13 +243,38 @@ def linear_taps(src: np.ndarray, in_size: int):
     return lo, hi, (src - lo).astype(np.float64)
 
 
+def cubic_taps(src: np.ndarray, in_size: int):
+    """Four-tap cubic convolution at float positions ``src`` (torch's bicubic, ``A = -0.75``):
+    (indices (out, 4) clamped to the input, weights (out, 4)) for taps ``floor(src) - 1 .. + 2``."""
+    base = np.floor(src)
+    t = src - base
+    a = CUBIC_A
+
+    def near(d):     # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):      # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    weights = np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)
+    index = np.clip(base.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :], 0, in_size - 1)
+    return index, weights
+
+
 def interpolation_matrix(src: np.ndarray, in_size: int, mode: str) -> np.ndarray:
-    """(out, in) float64 matrix ``M`` with ``resize(x) = M @ x`` along one axis:
-    one-hot rows for "nearest", the two :func:`linear_taps` weights otherwise."""
+    """(out, in) float64 matrix ``M`` with ``resize(x) = M @ x`` along one axis, ``mode`` a
+    :func:`resize_kind`: one-hot rows for the nearest modes, the two :func:`linear_taps`
+    or four :func:`cubic_taps` weights (summed where clamped taps coincide), or the
+    :func:`adaptive_matrix` for "area"."""
     m = np.zeros((len(src), in_size))
     rows = np.arange(len(src))
-    if mode == "nearest":
+    if mode in ("nearest", "nearest-exact"):
         m[rows, src] = 1.0
+        return m
+    if mode == "area":
+        return adaptive_matrix(in_size, len(src))
+    if mode == "cubic":
+        index, weights = cubic_taps(src, in_size)
+        np.add.at(m, (np.repeat(rows, 4), index.reshape(-1)), weights.reshape(-1))
         return m
     lo, hi, frac = linear_taps(src, in_size)
     np.add.at(m, (rows, lo), 1.0 - frac)
