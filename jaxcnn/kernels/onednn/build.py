@@ -31,6 +31,9 @@ TARGETS = {
     "jaxcnn_onednn_conv_forward": "JaxcnnOnednnConvForward",
     "jaxcnn_onednn_conv_input_grad": "JaxcnnOnednnConvInputGrad",
     "jaxcnn_onednn_conv_weight_grad": "JaxcnnOnednnConvWeightGrad",
+    "jaxcnn_onednn_conv_forward_bf16": "JaxcnnOnednnConvForwardBf16",
+    "jaxcnn_onednn_conv_input_grad_bf16": "JaxcnnOnednnConvInputGradBf16",
+    "jaxcnn_onednn_conv_weight_grad_bf16": "JaxcnnOnednnConvWeightGradBf16",
 }
 _lock = threading.Lock()
 _state: dict = {"loaded": None, "reason": None}
