@@ -218,6 +218,15 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const 
         engine, dnnl::algorithm::convolution_direct, plan->src, Any(plan->weights, memory::data_type::f32),
         plan->dst, g.stride,
         g.dilation, g.pad_lo, g.pad_hi, fwd, attr);
+#if DNNL_VERSION_MAJOR == 3 && DNNL_VERSION_MINOR < 13
+    // oneDNN 3.2's AMX bfloat16 weight gradient (brgconv_bwd_w:avx512_core_amx) stalls for
+    // 0.3-4 s on some calls (fmnist_cnn's 64->64 3x3 on 14x14; 3.13.2 does not, see
+    // docs/performance.md): take the next implementation (AVX512-BF16) there.
+    if (dt == memory::data_type::bf16) {
+      while (std::string(pd.impl_info_str()).find("amx") != std::string::npos && pd.next_impl()) {
+      }
+    }
+#endif
     plan->primitive_weights = pd.diff_weights_desc();
     plan->scratchpad = pd.scratchpad_desc();
     plan->primitive = dnnl::convolution_backward_weights(pd);
