@@ -56,6 +56,9 @@ TARGETS = {
     "jaxcnn_onednn_conv_forward": "JaxcnnOnednnConvForward",
     "jaxcnn_onednn_conv_input_grad": "JaxcnnOnednnConvInputGrad",
     "jaxcnn_onednn_conv_weight_grad": "JaxcnnOnednnConvWeightGrad",
+    "jaxcnn_onednn_conv_forward_bf16": "JaxcnnOnednnConvForwardBf16",
+    "jaxcnn_onednn_conv_input_grad_bf16": "JaxcnnOnednnConvInputGradBf16",
+    "jaxcnn_onednn_conv_weight_grad_bf16": "JaxcnnOnednnConvWeightGradBf16",
 }
 COMPILE_TIMEOUT_S = 300
 CHECKSUM_SUFFIX = ".sha256"

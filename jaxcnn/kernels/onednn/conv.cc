@@ -1,6 +1,9 @@
 // Convolution forward, input gradient and weight gradient through oneDNN, as XLA FFI
-// handlers (float32, channels-last input (N, *spatial, C), kernel (*kernel, C/G, O),
-// 1-3 spatial dimensions, any stride, dilation, non-negative padding and groups).
+// handlers (float32 or bfloat16, channels-last input (N, *spatial, C), kernel
+// (*kernel, C/G, O), 1-3 spatial dimensions, any stride, dilation, non-negative padding
+// and groups). The bfloat16 handlers (suffix Bf16) read and write bfloat16 buffers and
+// accumulate in float32 inside oneDNN (AMX / AVX512-BF16 kernels where the CPU has them);
+// their weight gradient is computed in float32 and rounded once to bfloat16.
 //
 // Why: XLA:CPU's own convolution backward transposes the weight gradient's input and
 // runs at about half its forward's rate; oneDNN (what PyTorch uses on CPU) has direct
@@ -9,7 +12,7 @@
 //
 // Every handler takes the geometry as one int64 array attribute:
 //   [groups, rank, stride[rank], dilation[rank] (XLA's: 1 = none), pad_lo[rank], pad_hi[rank]]
-// Primitive descriptors are cached per (pass, shapes, geometry). Every call runs on one
+// Primitive descriptors are cached per (pass, data type, shapes, geometry). Every call runs on one
 // thread of this library's own (see OnednnThread), one call at a time.
 
 #include <condition_variable>
@@ -134,16 +137,16 @@ memory::format_tag ChannelsLast(size_t rank) {
 }
 
 // (N, *spatial, C) channels-last buffer described in oneDNN's logical (N, C, *spatial) order.
-memory::desc ActivationDesc(ffi::Span<const int64_t> nhwc) {
+memory::desc ActivationDesc(ffi::Span<const int64_t> nhwc, memory::data_type dt) {
   size_t rank = nhwc.size() - 2;
   Dims dims = {nhwc[0], nhwc[rank + 1]};
   for (size_t i = 0; i < rank; ++i) dims.push_back(nhwc[1 + i]);
-  return memory::desc(dims, memory::data_type::f32, ChannelsLast(rank));
+  return memory::desc(dims, dt, ChannelsLast(rank));
 }
 
 // (*kernel, C/G, O) buffer in oneDNN's logical (O, I, *kernel) or (G, O/G, I, *kernel) order,
 // with the strides of its physical layout.
-memory::desc WeightDesc(ffi::Span<const int64_t> hwio, int64_t groups) {
+memory::desc WeightDesc(ffi::Span<const int64_t> hwio, int64_t groups, memory::data_type dt) {
   size_t rank = hwio.size() - 2;
   int64_t in = hwio[rank], out = hwio[rank + 1];
   Dims kernel(hwio.begin(), hwio.begin() + rank), kernel_strides(rank);
@@ -162,11 +165,15 @@ memory::desc WeightDesc(ffi::Span<const int64_t> hwio, int64_t groups) {
   }
   dims.insert(dims.end(), kernel.begin(), kernel.end());
   strides.insert(strides.end(), kernel_strides.begin(), kernel_strides.end());
-  return memory::desc(dims, memory::data_type::f32, strides);
+  return memory::desc(dims, dt, strides);
 }
 
 memory::desc Any(const memory::desc& d) {
-  return memory::desc(d.get_dims(), memory::data_type::f32, memory::format_tag::any);
+  return memory::desc(d.get_dims(), d.get_data_type(), memory::format_tag::any);
+}
+
+memory::desc Any(const memory::desc& d, memory::data_type dt) {
+  return memory::desc(d.get_dims(), dt, memory::format_tag::any);
 }
 
 // One cached set of primitives for a (pass, shapes, geometry).
@@ -179,14 +186,14 @@ struct Plan {
   bool reorder_weights = false;
 };
 
-using Key = std::tuple<int, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>>;
+using Key = std::tuple<int, int, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>>;
 
-std::shared_ptr<Plan> MakePlan(Pass pass, ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
-                               ffi::Span<const int64_t> y_dims, const Geometry& g) {
+std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const int64_t> x_dims,
+                               ffi::Span<const int64_t> w_dims, ffi::Span<const int64_t> y_dims, const Geometry& g) {
   auto plan = std::make_shared<Plan>();
-  plan->src = ActivationDesc(x_dims);
-  plan->weights = WeightDesc(w_dims, g.groups);
-  plan->dst = ActivationDesc(y_dims);
+  plan->src = ActivationDesc(x_dims, dt);
+  plan->weights = WeightDesc(w_dims, g.groups, dt);
+  plan->dst = ActivationDesc(y_dims, dt);
   auto& engine = Engine();
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -205,9 +212,21 @@ std::shared_ptr<Plan> MakePlan(Pass pass, ffi::Span<const int64_t> x_dims, ffi::
     plan->scratchpad = pd.scratchpad_desc();
     plan->primitive = dnnl::convolution_backward_data(pd);
   } else {
+    // float32 weight gradient whatever the data type: bfloat16's is accumulated in
+    // float32 and rounded once, by the reorder into the caller's buffer.
     auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        engine, dnnl::algorithm::convolution_direct, plan->src, Any(plan->weights), plan->dst, g.stride,
+        engine, dnnl::algorithm::convolution_direct, plan->src, Any(plan->weights, memory::data_type::f32),
+        plan->dst, g.stride,
         g.dilation, g.pad_lo, g.pad_hi, fwd, attr);
+#if DNNL_VERSION_MAJOR == 3 && DNNL_VERSION_MINOR < 13
+    // oneDNN 3.2's AMX bfloat16 weight gradient (brgconv_bwd_w:avx512_core_amx) stalls for
+    // 0.3-4 s on some calls (fmnist_cnn's 64->64 3x3 on 14x14; 3.13.2 does not, see
+    // docs/performance.md): take the next implementation (AVX512-BF16) there.
+    if (dt == memory::data_type::bf16) {
+      while (std::string(pd.impl_info_str()).find("amx") != std::string::npos && pd.next_impl()) {
+      }
+    }
+#endif
     plan->primitive_weights = pd.diff_weights_desc();
     plan->scratchpad = pd.scratchpad_desc();
     plan->primitive = dnnl::convolution_backward_weights(pd);
@@ -225,19 +244,20 @@ std::shared_ptr<Plan> MakePlan(Pass pass, ffi::Span<const int64_t> x_dims, ffi::
   return plan;
 }
 
-std::shared_ptr<Plan> GetPlan(Pass pass, ffi::Span<const int64_t> x_dims, ffi::Span<const int64_t> w_dims,
-                              ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> geometry,
-                              const Geometry& g) {
+std::shared_ptr<Plan> GetPlan(Pass pass, memory::data_type dt, ffi::Span<const int64_t> x_dims,
+                              ffi::Span<const int64_t> w_dims, ffi::Span<const int64_t> y_dims,
+                              ffi::Span<const int64_t> geometry, const Geometry& g) {
   static std::mutex mu;
   static std::map<Key, std::shared_ptr<Plan>> cache;
   std::vector<int64_t> shapes(x_dims.begin(), x_dims.end());
   shapes.insert(shapes.end(), w_dims.begin(), w_dims.end());
   std::vector<int64_t> out(y_dims.begin(), y_dims.end());
-  Key key{static_cast<int>(pass), shapes, out, std::vector<int64_t>(geometry.begin(), geometry.end())};
+  Key key{static_cast<int>(pass), static_cast<int>(dt), shapes, out,
+          std::vector<int64_t>(geometry.begin(), geometry.end())};
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  auto plan = MakePlan(pass, x_dims, w_dims, y_dims, g);
+  auto plan = MakePlan(pass, dt, x_dims, w_dims, y_dims, g);
   cache.emplace(key, plan);
   return plan;
 }
@@ -245,8 +265,9 @@ std::shared_ptr<Plan> GetPlan(Pass pass, ffi::Span<const int64_t> x_dims, ffi::S
 // Runs `pass` on the calling thread; `x`, `w`, `y` are the input, kernel and output
 // buffers in the caller's layouts (for a gradient, the one computed is the result and
 // the others are read).
-ffi::Error Execute(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* w, ffi::Span<const int64_t> w_dims,
-                   float* y, ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> geometry) {
+ffi::Error Execute(Pass pass, memory::data_type dt, void* x, ffi::Span<const int64_t> x_dims, void* w,
+                   ffi::Span<const int64_t> w_dims, void* y, ffi::Span<const int64_t> y_dims,
+                   ffi::Span<const int64_t> geometry) {
   size_t rank = x_dims.size() - 2;
   if (rank < 1 || rank > 3 || w_dims.size() != rank + 2 || y_dims.size() != rank + 2) {
     return ffi::Error::InvalidArgument("jaxcnn oneDNN conv: expected (N, *spatial, C) with 1-3 spatial dims");
@@ -257,7 +278,7 @@ ffi::Error Execute(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* 
   }
   std::shared_ptr<Plan> plan;
   try {
-    plan = GetPlan(pass, x_dims, w_dims, y_dims, geometry, parsed);
+    plan = GetPlan(pass, dt, x_dims, w_dims, y_dims, geometry, parsed);
   } catch (const dnnl::error& e) {
     return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN conv: no primitive: ") + e.what());
   }
@@ -293,48 +314,77 @@ ffi::Error Execute(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* 
   return ffi::Error::Success();
 }
 
-ffi::Error Run(Pass pass, float* x, ffi::Span<const int64_t> x_dims, float* w, ffi::Span<const int64_t> w_dims,
-               float* y, ffi::Span<const int64_t> y_dims, ffi::Span<const int64_t> geometry) {
-  return OnOnednnThread([=] { return Execute(pass, x, x_dims, w, w_dims, y, y_dims, geometry); });
+ffi::Error Run(Pass pass, memory::data_type dt, void* x, ffi::Span<const int64_t> x_dims, void* w,
+               ffi::Span<const int64_t> w_dims, void* y, ffi::Span<const int64_t> y_dims,
+               ffi::Span<const int64_t> geometry) {
+  return OnOnednnThread([=] { return Execute(pass, dt, x, x_dims, w, w_dims, y, y_dims, geometry); });
 }
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
-                   ffi::Span<const int64_t> geometry) {
-  return Run(Pass::kForward, x.typed_data(), x.dimensions(), w.typed_data(), w.dimensions(), y->typed_data(),
-             y->dimensions(), geometry);
+template <ffi::DataType T>
+constexpr memory::data_type OnednnType() {
+  return T == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
 }
 
-ffi::Error InputGrad(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
+template <ffi::DataType T>
+ffi::Error Forward(ffi::Buffer<T> x, ffi::Buffer<T> w, ffi::ResultBuffer<T> y, ffi::Span<const int64_t> geometry) {
+  return Run(Pass::kForward, OnednnType<T>(), x.untyped_data(), x.dimensions(), w.untyped_data(), w.dimensions(),
+             y->untyped_data(), y->dimensions(), geometry);
+}
+
+template <ffi::DataType T>
+ffi::Error InputGrad(ffi::Buffer<T> dy, ffi::Buffer<T> w, ffi::ResultBuffer<T> dx,
                      ffi::Span<const int64_t> geometry) {
-  return Run(Pass::kInputGrad, dx->typed_data(), dx->dimensions(), w.typed_data(), w.dimensions(),
-             dy.typed_data(), dy.dimensions(), geometry);
+  return Run(Pass::kInputGrad, OnednnType<T>(), dx->untyped_data(), dx->dimensions(), w.untyped_data(),
+             w.dimensions(), dy.untyped_data(), dy.dimensions(), geometry);
 }
 
-ffi::Error WeightGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::ResultBuffer<ffi::F32> dw,
+template <ffi::DataType T>
+ffi::Error WeightGrad(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultBuffer<T> dw,
                       ffi::Span<const int64_t> geometry) {
-  return Run(Pass::kWeightGrad, x.typed_data(), x.dimensions(), dw->typed_data(), dw->dimensions(),
-             dy.typed_data(), dy.dimensions(), geometry);
+  return Run(Pass::kWeightGrad, OnednnType<T>(), x.untyped_data(), x.dimensions(), dw->untyped_data(),
+             dw->dimensions(), dy.untyped_data(), dy.dimensions(), geometry);
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvForward, Forward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvForward, Forward<ffi::DataType::F32>,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<ffi::Span<const int64_t>>("geometry"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvInputGrad, InputGrad,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvForwardBf16, Forward<ffi::DataType::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Attr<ffi::Span<const int64_t>>("geometry"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvInputGrad, InputGrad<ffi::DataType::F32>,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<ffi::Span<const int64_t>>("geometry"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvWeightGrad, WeightGrad,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvInputGradBf16, InputGrad<ffi::DataType::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Attr<ffi::Span<const int64_t>>("geometry"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvWeightGrad, WeightGrad<ffi::DataType::F32>,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<ffi::Span<const int64_t>>("geometry"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvWeightGradBf16, WeightGrad<ffi::DataType::BF16>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
                                   .Attr<ffi::Span<const int64_t>>("geometry"));

@@ -10,9 +10,12 @@ faster. Here each pass is an XLA FFI custom call into oneDNN (``conv.cc``, built
 first use by :mod:`.build`), tied together by a ``custom_vjp``; an input gradient
 nobody needs (a first layer's) is dropped by XLA like any unused result.
 
-Taken when (:func:`applies`): the library loaded, float32, channels-last layout, zero
-padding mode, 1-3 spatial dimensions. Anything else -- float64
-(the gradient tests' precision), bfloat16, NCHW, reflect/circular padding -- goes to
+Taken when (:func:`applies`): the library loaded, float32 or bfloat16 (input and kernel
+of the same dtype), channels-last layout, zero padding mode, 1-3 spatial dimensions.
+bfloat16 (``make_train_step(precision="bf16")``) runs oneDNN's bfloat16 kernels (AMX or
+AVX512-BF16 where the CPU has them) with float32 accumulation; its results and gradients
+are bfloat16, the weight gradient rounded once from float32. Anything else -- float64
+(the gradient tests' precision), mixed dtypes, NCHW, reflect/circular padding -- goes to
 the convolution "auto" used before (:func:`jaxcnn.kernels.xla.conv`). On a platform
 other than CPU the custom calls are never lowered: ``lax.platform_dependent`` puts
 XLA's own convolution (and its autodiff) in their place.
@@ -39,8 +42,13 @@ def _geometry(groups, stride, dilation, pads) -> np.ndarray:
                     dtype=np.int64)
 
 
+DTYPES = (jnp.float32, jnp.bfloat16)
+
+
 def _call(target, result_shape, a, b, geometry):
-    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(result_shape, jnp.float32),
+    if a.dtype == jnp.bfloat16:
+        target += "_bf16"
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(result_shape, a.dtype),
                             vmap_method="sequential")(a, b, geometry=geometry)
 
 
@@ -80,10 +88,14 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def applies(x, w, layout: str = "NHWC", padding_mode: str = "zeros") -> bool:
     """True when :func:`conv` runs oneDNN for these arguments: the library loads, and
-    non-empty float32 channels-last input with 1-3 spatial dims and zero padding mode."""
+    non-empty float32 or bfloat16 (both of one dtype) channels-last input with 1-3
+    spatial dims and zero padding mode."""
     if not (hasattr(x, "shape") and hasattr(w, "shape")) or not channels_last(layout) or padding_mode != "zeros":
         return False
-    if not 3 <= w.ndim <= 5 or jnp.result_type(x, w) != jnp.float32 or 0 in (*x.shape, *w.shape):
+    dtype = jnp.result_type(x, w)
+    if not 3 <= w.ndim <= 5 or dtype not in DTYPES or 0 in (*x.shape, *w.shape):
+        return False
+    if dtype == jnp.bfloat16 and not (jnp.result_type(x) == jnp.result_type(w) == jnp.bfloat16):
         return False
     return build.load()
 
@@ -97,7 +109,7 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1, padd
     if not applies(x, w, layout, padding_mode):
         return fast_conv(x, w, b, **kwargs)
     c = check(ops.conv, "conv", x, w, b, **kwargs)
-    if c.out.dtype != jnp.float32:          # e.g. a float64 bias promotes the result
+    if c.out.dtype not in DTYPES:           # e.g. a float64 bias promotes the result
         return fast_conv(x, w, b, **kwargs)
     y = _conv(c.x, c.w, (c.stride, c.pads, c.dilation, groups))
     return finish(y, b, c)

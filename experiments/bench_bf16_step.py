@@ -1,0 +1,99 @@
+"""One process, interleaved rounds: jaxcnn's fmnist_cnn (or another zoo model) train step
+in fp32, in ``precision="bf16"`` with oneDNN's bf16 convolutions (auto's choice now),
+and in bf16 with XLA's own bf16 convolutions (``auto_table={"conv": "fast"}``, what
+bf16 ran before), plus XLA's profile of the bf16 step's top ops (``--profile``).
+
+``$JAXCNN_BENCH_ONEDNN_PREFIX`` (with LD_LIBRARY_PATH / OCL_ICD_FILENAMES as
+experiments/_onednn_prefix.py's env_for sets them) times another oneDNN install.
+
+Run:  python experiments/bench_bf16_step.py [--model fmnist_cnn] [--rounds 5] [--steps 5]
+Writes experiments/results/bench_bf16_step.json (or --out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from jaxcnn.config import add_xla_cpu_flags  # noqa: E402  (imports no jax)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="fmnist_cnn")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--out", default=str(HERE / "results" / "bench_bf16_step.json"))
+    args = p.parse_args()
+    add_xla_cpu_flags()           # as the CLI does, before jax starts
+    import _onednn_prefix
+    prefix = _onednn_prefix.apply()  # $JAXCNN_BENCH_ONEDNN_PREFIX: another oneDNN (experiments/_onednn_prefix.py)
+    from jaxcnn.hostmem import keep_freed_memory
+    keep_freed_memory()
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxcnn import models
+    from jaxcnn.train.state import create_train_state
+    from jaxcnn.train.step import make_train_step
+
+    model = models.create(args.model, num_classes=10)
+    shape = (args.batch, 28, 28, 1) if "fmnist" in args.model or "lenet" in args.model else (args.batch, 32, 32, 3)
+    tx = optax.sgd(0.01, momentum=0.9)
+    batch = {"image": jax.random.normal(jax.random.PRNGKey(0), shape),
+             "label": jax.random.randint(jax.random.PRNGKey(1), (args.batch,), 0, 10)}
+    loss = lambda logits, labels: optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    configs = {"fp32": dict(precision="fp32"), "bf16 (oneDNN conv)": dict(precision="bf16"),
+               "bf16 (XLA conv)": dict(precision="bf16", auto_table={"conv": "fast"})}
+    steps, states, compile_s = {}, {}, {}
+    for name, kw in configs.items():
+        fn = jax.jit(make_train_step(model, loss, tx, backprop="auto", **kw), donate_argnums=0)
+        ts = create_train_state(model, tx, jax.random.PRNGKey(2), shape)
+        t0 = time.perf_counter()
+        steps[name] = fn.lower(ts, batch, jax.random.PRNGKey(3)).compile()
+        compile_s[name] = time.perf_counter() - t0
+        states[name] = ts
+    times = {k: [] for k in configs}
+    for _ in range(args.rounds):
+        for name, fn in steps.items():
+            ts = states[name]
+            ts, m = fn(ts, batch, jax.random.PRNGKey(3))
+            jax.block_until_ready(m)
+            t = []
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                ts, m = fn(ts, batch, jax.random.PRNGKey(3))
+                jax.block_until_ready(m)
+                t.append(time.perf_counter() - t0)
+            states[name] = ts
+            times[name].append(1e3 * statistics.median(t))
+    from jaxcnn.kernels import onednn
+    version = _onednn_prefix.version() if onednn.load() else onednn.reason()
+    print(f"oneDNN {version} ({prefix or 'default'})")
+    base = times["fp32"]
+    rows = []
+    for name, t in times.items():
+        ratios = [b / x for b, x in zip(base, t)]
+        rows.append({"config": name, "step_ms": statistics.median(t), "step_ms_range": [min(t), max(t)],
+                     "speedup_vs_fp32": statistics.median(ratios), "speedup_range": [min(ratios), max(ratios)],
+                     "compile_s": compile_s[name]})
+        print(f"{name:22s} {statistics.median(t):8.1f} ms ({min(t):.1f}-{max(t):.1f})  vs fp32 "
+              f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})  compile {compile_s[name]:.1f} s",
+              flush=True)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"model": args.model, "onednn": version, "prefix": prefix or "default", "batch": args.batch, "jax": jax.__version__,
+                               "rounds": args.rounds, "steps": args.steps, "rows": rows}, indent=1))
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
