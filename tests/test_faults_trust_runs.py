@@ -201,3 +201,21 @@ def test_tensorstore_errors_carry_the_os_error():
     wrapped = RuntimeError("save failed")
     wrapped.__cause__ = PermissionError(13, "Permission denied")
     assert os_error_in(wrapped).errno == 13
+
+
+# ------------------------------------------------------------------ what eval and compress report
+def test_eval_says_a_run_is_compressed_and_reports_throughput(runs):
+    r = jaxcnn("eval", "--checkpoint", runs["small"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "(compressed: prune 0.5)" in r.stdout and "images_per_sec=" in r.stdout
+    r = jaxcnn("eval", "--checkpoint", runs["zoo"], "--json")
+    record = json.loads(r.stdout.strip().splitlines()[-1])
+    assert record["compressed"] is None and record["images_per_sec"] > 0
+
+
+def test_compress_report_stays_true_for_a_larger_file_and_names_the_drop():
+    from jaxcnn.commands.compress import _report
+    larger = _report("mlp", {"bytes": 1100, "float_bytes": 1000, "test_accuracy": 0.30}, 0.90, "out")
+    assert "not smaller than float32" in larger and "0.9x" not in larger and "-60.0 points" in larger
+    smaller = _report("mlp", {"bytes": 250, "float_bytes": 1000, "test_accuracy": 0.91}, 0.90, "out")
+    assert "4.0x smaller than float32" in smaller and "+1.0 points" in smaller

@@ -200,8 +200,9 @@ class _Compression:
     def report_source(self):
         import jax
         import numpy as np
-        self.log("source", checkpoint=self.source, step=self.step,
-                 **self.evaluate(self.model, self.params, self.state),
+        before = self.evaluate(self.model, self.params, self.state)
+        self.source_accuracy = before["test_accuracy"]
+        self.log("source", checkpoint=self.source, step=self.step, **before,
                  params=int(sum(np.size(x) for x in jax.tree.leaves(self.params))),
                  float_bytes=self.C.float_bytes(self.params, self.state))
 
@@ -327,7 +328,26 @@ def run(args) -> int:
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
-    size, float_size = result["bytes"], result["float_bytes"]
-    print(f"{job.config['model']} compressed: test_accuracy={result['test_accuracy']:.4f}, {size:,} bytes "
-          f"({float_size / size:.1f}x smaller than float32) -> {args.out}")
+    print(_report(job.config["model"], result, job.source_accuracy, args.out))
+    drop = job.source_accuracy - result["test_accuracy"]
+    if drop > ACCURACY_DROP_WARNING:
+        print(f"jaxcnn compress: warning: test accuracy fell by {100 * drop:.1f} points "
+              f"({job.source_accuracy:.4f} -> {result['test_accuracy']:.4f}); fine-tune longer "
+              f"(--finetune-epochs) or compress less", file=sys.stderr)
     return 0
+
+
+ACCURACY_DROP_WARNING = 0.05     # warn when the compressed model loses more than 5 points
+
+
+def _report(model: str, result: dict, source_accuracy: float, out: str) -> str:
+    """The last line: accuracy against the source's, and the size against float32 in
+    words that stay true when the file is not smaller."""
+    size, float_size = result["bytes"], result["float_bytes"]
+    if size < float_size:
+        ratio = f"{float_size / size:.1f}x smaller than float32"
+    else:
+        ratio = f"not smaller than float32 ({float_size:,} bytes): nothing was stored more compactly"
+    change = 100 * (result["test_accuracy"] - source_accuracy)
+    return (f"{model} compressed: test_accuracy={result['test_accuracy']:.4f} ({change:+.1f} points from the "
+            f"source's {source_accuracy:.4f}), {size:,} bytes ({ratio}) -> {out}")
