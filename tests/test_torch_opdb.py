@@ -135,14 +135,20 @@ def _conv_t(ns, a):
                              dilation=a.get("dilation", 1), groups=a.get("groups", 1), layout="NCHW")
 
 
-def _max_pool(ns, a):
-    return ns.max_pool(a["input"], a["kernel_size"], a.get("stride"), a.get("padding", 0), a.get("dilation", 1),
-                       a.get("ceil_mode", False), a.get("return_indices", False), layout="NCHW")
+def _max_pool(rank):
+    def run(ns, a):   # the op's rank as a kernel tuple: jaxcnn's spelling for unbatched inputs
+        return ns.max_pool(a["input"], _rank_tuple(a["kernel_size"], rank), a.get("stride"), a.get("padding", 0),
+                           a.get("dilation", 1), a.get("ceil_mode", False), a.get("return_indices", False),
+                           layout="NCHW")
+    return run
 
 
-def _avg_pool(ns, a):
-    return ns.avg_pool(a["input"], a["kernel_size"], a.get("stride"), a.get("padding", 0), a.get("ceil_mode", False),
-                       a.get("count_include_pad", True), a.get("divisor_override"), layout="NCHW")
+def _avg_pool(rank):
+    def run(ns, a):
+        return ns.avg_pool(a["input"], _rank_tuple(a["kernel_size"], rank), a.get("stride"), a.get("padding", 0),
+                           a.get("ceil_mode", False), a.get("count_include_pad", True), a.get("divisor_override"),
+                           layout="NCHW")
+    return run
 
 
 def _rank_tuple(v, rank):
@@ -250,8 +256,8 @@ OPS = {}
 for r in (1, 2, 3):
     OPS[f"nn.functional.conv{r}d"] = ("conv", _conv)
     OPS[f"nn.functional.conv_transpose{r}d"] = ("conv_transpose", _conv_t)
-    OPS[f"nn.functional.max_pool{r}d"] = ("max_pool", _max_pool)
-    OPS[f"nn.functional.avg_pool{r}d"] = ("avg_pool1d" if r == 1 else "avg_pool", _avg_pool)
+    OPS[f"nn.functional.max_pool{r}d"] = ("max_pool", _max_pool(r))
+    OPS[f"nn.functional.avg_pool{r}d"] = ("avg_pool1d" if r == 1 else "avg_pool", _avg_pool(r))
     OPS[f"nn.functional.adaptive_avg_pool{r}d"] = ("adaptive", _adaptive("avg", r))
     OPS[f"nn.functional.adaptive_max_pool{r}d"] = ("adaptive", _adaptive("max", r))
     OPS[f"nn.functional.max_unpool{r}d"] = ("max_unpool", _max_unpool(r))

@@ -75,7 +75,7 @@ def pad_axes(x, pairs, mode: str = "constant", value: float = 0.0, op: str = "pa
         return x
     for axis, (lo, hi) in enumerate(pos):
         size = x.shape[axis]
-        if mode == "reflect" and (lo >= size or hi >= size):
+        if mode == "reflect" and (lo or hi) and (lo >= size or hi >= size):
             raise ValueError(f"{op}: reflect padding {(lo, hi)} must be smaller than the axis size {size} "
                              f"(input shape {x.shape})")
         if mode == "circular" and (lo > size or hi > size):
