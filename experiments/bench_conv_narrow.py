@@ -19,7 +19,9 @@ import pathlib
 import statistics
 import time
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+from jaxcnn.config import add_xla_cpu_flags  # noqa: E402  (imports no jax)
+
+add_xla_cpu_flags(os.environ)  # the CLI's flags, with its jaxlib check, before jax loads
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -31,9 +31,9 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from jaxcnn.config import XLA_CPU_FLAGS  # noqa: E402  (imports no jax)
+from jaxcnn.config import XLA_CPU_FLAGS, add_xla_cpu_flags  # noqa: E402  (imports no jax)
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + " ".join(XLA_CPU_FLAGS)).strip()
+add_xla_cpu_flags(os.environ)  # the CLI's flags, with its jaxlib check, before jax loads
 
 # name -> (NHWC input, HWIO kernel, stride, padding, groups)
 LAYERS = {

@@ -23,9 +23,9 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from jaxcnn.config import XLA_CPU_FLAGS  # noqa: E402  (imports no jax)
+from jaxcnn.config import XLA_CPU_FLAGS, add_xla_cpu_flags  # noqa: E402  (imports no jax)
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + " ".join(XLA_CPU_FLAGS)).strip()
+add_xla_cpu_flags(os.environ)  # the CLI's flags, with its jaxlib check, before jax loads
 
 CASES = [  # name, x shape (NHWC / NWC / NDHWC), kernel, stride, padding, output_padding, C_out
     ("unet up 128->64 2x2/2 8x8 b16", (16, 8, 8, 128), (2, 2), 2, 0, 0, 64),

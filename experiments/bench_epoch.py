@@ -45,11 +45,11 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from jaxcnn.config import XLA_CPU_FLAGS  # noqa: E402  (jaxcnn.config imports no jax)
+from jaxcnn.config import XLA_CPU_FLAGS, add_xla_cpu_flags  # noqa: E402  (jaxcnn.config imports no jax)
 
 CONFIGS = ("jaxcnn:step-sgd", "jaxcnn:step-cli", "jaxcnn:loop-cli", "jaxcnn:loop-cli:glibc-default", "jaxcnn:feed",
            "torch:step-sgd", "torch:step-cli", "torch:loop-cli")
-LR, WEIGHT_DECAY, EPOCHS = 3e-3, 1e-4, 15     # the CLI's defaults (epochs: the race's)
+from jaxcnn.train.defaults import EPOCHS, LR, WEIGHT_DECAY  # noqa: E402  (the CLI's defaults)
 
 
 def _timed_steps(run_one, warmup, steps, finish):
@@ -164,7 +164,7 @@ def run_torch(kind, args, variant=None):
 
 def worker(config, args):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + " ".join(XLA_CPU_FLAGS)).strip()
+    add_xla_cpu_flags(env)          # the CLI's flags, with its jaxlib check
     cmd = [sys.executable, __file__, "--worker", config, "--model", args.model, "--dataset", args.dataset,
            "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--steps", str(args.steps),
            "--log-every", str(args.log_every)]

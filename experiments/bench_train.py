@@ -35,7 +35,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from jaxcnn.config import XLA_CPU_FLAGS  # noqa: E402  (jaxcnn.config imports no jax)
+from jaxcnn.config import XLA_CPU_FLAGS, add_xla_cpu_flags  # noqa: E402  (jaxcnn.config imports no jax)
 
 MODELS = {  # name -> (jaxcnn create kwargs, NHWC input shape, batch)
     "lenet5": ({}, (28, 28, 1), 128),
@@ -173,7 +173,8 @@ RUNNERS = {"torch": run_torch, "flax": run_flax, "jaxcnn": run_jaxcnn,
 
 def worker(framework, name, mode, warmup, steps, flag, timeout):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + (" " + " ".join(XLA_CPU_FLAGS) if flag else "")).strip()
+    if flag:
+        add_xla_cpu_flags(env)      # the CLI's flags, with its jaxlib check
     env["JAX_ENABLE_COMPILATION_CACHE"] = "false"      # compile time is measured, not read from a cache
     cmd = [sys.executable, __file__, "--worker", framework, "--models", name, "--mode", mode,
            "--warmup", str(warmup), "--steps", str(steps)] + (["--keep-host-memory"] if flag else [])

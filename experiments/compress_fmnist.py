@@ -50,7 +50,7 @@ def main(argv=None):
     from jaxcnn.layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu
     from jaxcnn.models import Model, create
     from jaxcnn.ops import cross_entropy
-    from jaxcnn.train import evaluate_model, fit, make_optimizer, make_schedule
+    from jaxcnn.train import defaults, evaluate_model, fit, make_optimizer, make_schedule
 
     runs = os.path.join(args.out, "runs")
     os.makedirs(runs, exist_ok=True)
@@ -163,7 +163,8 @@ def main(argv=None):
     t = time.perf_counter()
     result = fit(sep, train_batches=lambda e, s: batches(train, 128, seed=0, epoch=e, start_step=s),
                  steps_per_epoch=steps, epochs=args.epochs, input_shape=(1, 28, 28, 1),
-                 tx=make_optimizer("adamw", make_schedule("onecycle", 3e-3, args.epochs * steps), weight_decay=1e-4),
+                 tx=make_optimizer(defaults.OPTIMIZER, make_schedule(defaults.SCHEDULE, defaults.LR, args.epochs * steps),
+                                    weight_decay=defaults.WEIGHT_DECAY),
                  loss=cross_entropy, test_batches=lambda: batches(test, 256, seed=0, epoch=0, shuffle=False,
                                                                   drop_remainder=False),
                  out_dir=sep_dir, progress=False)
