@@ -175,8 +175,8 @@ def test_batch_norm_single_value_per_channel():
 
 
 def test_dropout_bad_rate_and_missing_key():
-    with pytest.raises(ValueError, match=r"dropout: rate must be in \[0, 1\), got 1.0"):
-        F.dropout(None, ones(3), 1.0, train=True)
+    with pytest.raises(ValueError, match=r"dropout: rate must be in \[0, 1\], got 1.5"):   # 1 is torch's zeros
+        F.dropout(None, ones(3), 1.5, train=True)
     with pytest.raises(ValueError, match=r"dropout: train=True needs a PRNG key"):
         F.dropout(None, ones(3), 0.5, train=True)
 
@@ -192,8 +192,8 @@ def test_pad_odd_length():
 
 
 def test_upsample_bad_mode_and_both_sizes():
-    with pytest.raises(ValueError, match=r"upsample: mode must be 'nearest'.*got 'bicubic'"):
-        F.upsample(ones(1, 2, 2, 1), scale_factor=2, mode="bicubic")
+    with pytest.raises(ValueError, match=r"upsample: mode must be one of 'nearest'.*'area', got 'lanczos'"):
+        F.upsample(ones(1, 2, 2, 1), scale_factor=2, mode="lanczos")
     with pytest.raises(ValueError, match=r"exactly one of size and scale_factor"):
         F.upsample(ones(1, 2, 2, 1), size=4, scale_factor=2)
 
