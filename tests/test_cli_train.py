@@ -10,7 +10,7 @@ import pytest
 
 from jaxcnn import cli
 from jaxcnn.train import create_train_state, make_train_step
-from _helpers import records
+from _helpers import records as run_records
 
 RECORD_KEYS = {"epoch", "step", "train_loss", "test_loss", "test_accuracy", "images_per_sec", "wall_s"}
 
@@ -18,7 +18,7 @@ RECORD_KEYS = {"epoch", "step", "train_loss", "test_loss", "test_accuracy", "ima
 def test_default_run_reaches_97_percent_and_eval_reproduces_it(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--out", str(out), "--no-progress"]) == 0
-    records = records(out)
+    records = run_records(out)
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "digits_cnn" and config["dataset"] == "digits"
     assert len(records) == config["epochs"] and RECORD_KEYS <= set(records[-1])
@@ -39,7 +39,7 @@ def test_short_sharded_bf16_run_with_options(tmp_path):
             "--label-smoothing", "0.1", "--augment", "crop", "--eval-every", "10", "--seed", "3",
             "--model-option", "hidden=(24,)", "--out", str(out), "--no-progress"]
     assert cli.main(args) == 0
-    records = records(out)
+    records = run_records(out)
     assert [r["step"] for r in records] == [10, 20, 22]
     assert all(RECORD_KEYS <= set(r) and np.isfinite(r["test_loss"]) for r in records)
     config = json.loads((out / "config.json").read_text())
@@ -50,7 +50,7 @@ def test_short_sharded_bf16_run_with_options(tmp_path):
     assert sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20, 22]
     # --resume on a finished run does nothing more
     assert cli.main(args + ["--resume"]) == 0
-    assert len(records(out)) == 3
+    assert len(run_records(out)) == 3
 
 
 def test_model_option_parsing():

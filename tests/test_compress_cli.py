@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import cli, compress
-from _helpers import records
+from _helpers import records as run_records
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_prune_finetune_int8_run_is_logged_smaller_and_evaluable(source_run, tmp
     out = tmp_path / "c"
     assert cli.main(["compress", "--checkpoint", str(source_run), "--prune", "0.8", "--finetune-epochs", "2",
                      "--steps-per-epoch", "5", "--quantize", "int8", "--out", str(out), "--no-progress"]) == 0
-    records = records(out)
+    records = run_records(out)
     phases = [r["phase"] for r in records]
     assert phases == ["source", "prune", "finetune", "finetune", "pruned", "quantize", "int8_inference", "saved"]
     assert [r["step"] for r in records if r["phase"] == "finetune"] == [5, 10]
@@ -51,7 +51,7 @@ def test_binarized_run_round_trips_through_eval(source_run, tmp_path, capsys):
     out = tmp_path / "b"
     assert cli.main(["compress", "--checkpoint", str(source_run), "--binarize", "xnor", "--finetune-epochs", "1",
                      "--out", str(out), "--no-progress"]) == 0
-    records = records(out)
+    records = run_records(out)
     assert [r["phase"] for r in records] == ["source", "binarize", "binary_finetune", "saved"]
     assert records[-1]["ratio"] > 4
     assert _eval(out, capsys)["test_accuracy"] == pytest.approx(records[-1]["test_accuracy"], abs=1e-9)
@@ -82,7 +82,7 @@ def test_gradual_schedule_reaches_the_target_sparsity(source_run, tmp_path):
     out = tmp_path / "g"
     assert cli.main(["compress", "--checkpoint", str(source_run), "--prune", "0.6", "--schedule", "gradual",
                      "--finetune-epochs", "2", "--steps-per-epoch", "8", "--out", str(out), "--no-progress"]) == 0
-    records = records(out)
+    records = run_records(out)
     assert [r["phase"] for r in records] == ["source", "finetune", "finetune", "pruned", "saved"]
     assert records[-2]["sparsity"] == pytest.approx(0.6, abs=0.002)
     assert all(s == pytest.approx(0.6, abs=0.01) for s in records[-2]["layers"].values())

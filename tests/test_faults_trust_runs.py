@@ -184,7 +184,7 @@ def test_a_disk_that_refuses_the_checkpoint_is_one_line_exit_1(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "jaxcnn.cli", "train", *BASE, "--model", "mlp", "--epochs", "2",
                         "--out", out], preexec_fn=limit, capture_output=True, text=True, timeout=300,
-                       env=_env(JAXCNN_COMPILATION_CACHE="0"))
+                       env=_env(JAXCNN_COMPILATION_CACHE="0", JAX_ENABLE_COMPILATION_CACHE="false"))
     errors = [line for line in r.stderr.splitlines() if "error" in line.lower()]
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert len(errors) == 1 and "could not write the checkpoint of step 8" in errors[0], r.stderr[-3000:]
