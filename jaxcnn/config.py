@@ -21,6 +21,7 @@ so a typo is one line, not a failure deep inside a run).
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -118,6 +119,29 @@ def read_regular_file(path: str, limit: int = MAX_SETTINGS_FILE_BYTES) -> bytes:
         os.close(fd)
 
 
+def file_sha256(path: str) -> str:
+    """The hex sha256 of the file at ``path``, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_atomic(path: str, data: str | bytes | bytearray) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it and ``os.replace``:
+    a reader sees the old file or the whole new one, never a torn one; the temporary
+    file is removed if writing fails."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w" if isinstance(data, str) else "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def jaxlib_version() -> str | None:
     """The installed jaxlib's version, without importing it (None if not installed)."""
     try:
@@ -145,10 +169,7 @@ def xla_flags_supported(flags=XLA_CPU_FLAGS, environ=os.environ, probe=None) -> 
         known[key] = bool((probe or _probe_flags)(flags))
         try:
             os.makedirs(os.path.dirname(record), exist_ok=True)
-            tmp = f"{record}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
-                json.dump(known, f)
-            os.replace(tmp, record)
+            write_atomic(record, json.dumps(known))
         except OSError:
             pass                                    # unwritable cache: probe again next time
     return known[key]

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import config
+
 # jax.export's platform names (lowering needs no device of that kind)
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 PRECISIONS = ("fp32", "bf16")
@@ -149,12 +151,5 @@ def write_artifact(exported: jax.export.Exported, path: str | os.PathLike, *, ov
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"write_artifact: path {path}: its directory {parent} does not exist")
     data = exported.serialize()
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    config.write_atomic(path, data)
     return len(data)

@@ -96,10 +96,7 @@ def save(result: dict, path: str | None = None) -> str:
     switched off); returns the path."""
     path = path or config.auto_table_path() or os.path.join(config.cache_dir(), "auto_table.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, path)
+    config.write_atomic(path, json.dumps(result, indent=1))
     return path
 
 

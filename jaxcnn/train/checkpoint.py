@@ -18,7 +18,6 @@ never replaced by another one. ``jaxcnn checkpoints RUN`` lists every step's sta
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from .. import config as settings
 from .state import TrainState
 
 MANIFEST = "jaxcnn_checksums.json"
@@ -163,12 +163,7 @@ def write_pending_checksums(manager: ocp.CheckpointManager) -> None:
     pending.clear()
 
 
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_file_digest = settings.file_sha256
 
 
 def _files(step_dir: str) -> list[str]:

@@ -139,13 +139,7 @@ def compile_command(output: str) -> list[str]:
                          SOURCE, "-o", output, "-ldnnl"]
 
 
-def sha256_of(path: str) -> str:
-    """The hex sha256 of the file at ``path`` (what is recorded beside a built library)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_of = config.file_sha256       # what is recorded beside a built library
 
 
 def verify(path: str) -> str | None:
@@ -163,15 +157,7 @@ def verify(path: str) -> str | None:
     return None
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+_write_atomic = config.write_atomic
 
 
 def _build(path: str) -> None:
