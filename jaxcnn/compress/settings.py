@@ -6,11 +6,9 @@ refuses each in one line naming the setting, what it must be and what it was.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ..train.optim import check_learning_rate
+from ..train.optim import check_learning_rate, check_weight_decay
 
 
 def _name(name: str, flags: bool) -> str:
@@ -37,12 +35,7 @@ def check_settings(*, batch_size=None, lr=None, weight_decay=None, finetune_epoc
     if lr is not None:
         check_learning_rate(lr, _name("lr", flags))
     if weight_decay is not None:
-        try:
-            ok = math.isfinite(float(weight_decay)) and float(weight_decay) >= 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"{_name('weight_decay', flags)} must be a finite number >= 0, got {weight_decay!r}")
+        check_weight_decay(weight_decay, _name("weight_decay", flags))
     if prune is not None:
         try:
             ok = 0.0 <= float(prune) < 1.0

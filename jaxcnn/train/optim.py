@@ -30,6 +30,18 @@ def check_learning_rate(learning_rate, name: str = "learning_rate") -> float:
     return lr
 
 
+def check_weight_decay(weight_decay, name: str = "weight_decay") -> float:
+    """``weight_decay`` as a float if it is a finite number >= 0, else a one-line
+    ValueError naming ``name``, what is expected and the value."""
+    try:
+        decay = float(weight_decay)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number >= 0, got {weight_decay!r}") from None
+    if not math.isfinite(decay) or decay < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {weight_decay!r}")
+    return decay
+
+
 def make_schedule(name: str, learning_rate: float, total_steps: int, *, warmup_steps: int = 0,
                   step_boundaries: tuple[float, ...] = (0.5, 0.75), step_factor: float = 0.1) -> optax.Schedule:
     """A schedule peaking at ``learning_rate`` over ``total_steps`` updates.
@@ -75,12 +87,7 @@ def make_optimizer(name: str, learning_rate, *, weight_decay: float = 0.0, clip_
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     if not callable(learning_rate):
         check_learning_rate(learning_rate)
-    try:
-        decay_ok = math.isfinite(float(weight_decay)) and float(weight_decay) >= 0
-    except (TypeError, ValueError):
-        decay_ok = False
-    if not decay_ok:
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    check_weight_decay(weight_decay)
     parts = []
     if clip_norm is not None and clip_norm > 0:
         parts.append(optax.clip_by_global_norm(clip_norm))
