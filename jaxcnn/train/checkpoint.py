@@ -69,6 +69,7 @@ def checkpoint_manager(directory: str | os.PathLike, *, max_to_keep: int = 3) ->
     if not isinstance(max_to_keep, int) or max_to_keep < 1:
         raise ValueError(f"checkpoint_manager: max_to_keep must be an int >= 1 (a run needs at least one "
                          f"checkpoint), got {max_to_keep!r}")
+    _quiet_closed_loop_errors()
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
     _PENDING[manager] = []
@@ -256,10 +257,12 @@ def _restore_one(directory: str, step: int, args) -> Any:
 
 
 def _quiet_closed_loop_errors() -> None:
-    """After tensorstore fails a read, its callbacks may still fire into an asyncio loop
-    orbax has closed; each prints a 'RuntimeError: Event loop is closed' traceback from a
-    background thread. They carry no information (the failure was already reported), so
-    they are dropped; every other error still reaches the previous hooks."""
+    """After tensorstore fails a read or a write (a full disk), its callbacks may still fire
+    into an asyncio loop orbax has closed; each reaches ``sys.unraisablehook`` and would
+    print a 'RuntimeError: Event loop is closed' traceback from a background thread. They
+    carry no information (the failure is reported as one line), so they are dropped; every
+    other error still reaches the previous hooks. Installed once, by the first manager or
+    failed restore of the process."""
     import threading
     if getattr(sys.unraisablehook, "_jaxcnn", False):
         return
