@@ -8,9 +8,11 @@ right operand is a conv or dense kernel of ``params`` is replaced:
   calibration batches, :func:`calibrate`; symmetric so that zero padding stays exact);
 * its kernel is quantised per output channel, symmetric int8 (torch's
   PerChannelMinMaxObserver, zero point 0);
-* ``lax.conv_general_dilated`` / ``lax.dot_general`` run on the int8 operands with
-  ``preferred_element_type=int32`` and the int32 result is rescaled by
-  ``input_scale * kernel_scale[channel]``.
+* the product runs on the int8 operands to an exact int32 result -- oneDNN's int8
+  kernels (VNNI / AMX, :mod:`jaxcnn.kernels.onednn.int8`) for a channels-last
+  convolution or a 2-D matrix product on CPU, else ``lax.conv_general_dilated`` /
+  ``lax.dot_general`` with ``preferred_element_type=int32`` (the same integers) -- and is
+  rescaled by ``input_scale * kernel_scale[channel]``.
 
 Everything else (bias, batch norm, activations, pooling) runs in float32 as traced.
 :func:`fake_int8_apply` computes the same network in float32 with both operands fake
@@ -28,6 +30,7 @@ import jax.extend.core as jcore
 import jax.numpy as jnp
 
 from ..dispatch import backprop_mode
+from ..kernels.onednn import int8 as onednn_int8
 from ._select import is_weight, path_name
 from .quantize import QParams, fake_quant, minmax, observe, qparams, quantize
 
@@ -95,6 +98,33 @@ def _bind(eqn, lhs, rhs, **overrides):
     return eqn.primitive.bind(lhs, rhs, **params)
 
 
+def _channels_last_specs(dn, rank: int) -> bool:
+    """True for (N, *spatial, C) input and output with a (*kernel, C/G, O) kernel."""
+    lhs = (0, rank + 1, *range(1, rank + 1))
+    return tuple(dn.lhs_spec) == lhs and tuple(dn.out_spec) == lhs and \
+        tuple(dn.rhs_spec) == (rank + 1, rank, *range(rank))
+
+
+def _int32_product(eqn, x_int, w_int):
+    """The exact int32 result of ``eqn`` (a conv / dot) on int8 operands: oneDNN where it
+    applies, else the traced lax op with an int32 result."""
+    p = eqn.params
+    if eqn.primitive.name == "conv_general_dilated":
+        rank = x_int.ndim - 2
+        if p["batch_group_count"] == 1 and _channels_last_specs(p["dimension_numbers"], rank) and \
+                onednn_int8.conv_applies(x_int, w_int, lhs_dilation=p["lhs_dilation"], pads=p["padding"]):
+            return onednn_int8.conv_int8(x_int, w_int, stride=p["window_strides"], pads=p["padding"],
+                                         dilation=p["rhs_dilation"], groups=p["feature_group_count"])
+    else:
+        (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = p["dimension_numbers"]
+        if tuple(lhs_contract) == (x_int.ndim - 1,) and tuple(rhs_contract) == (0,) and not lhs_batch \
+                and not rhs_batch and w_int.ndim == 2:
+            a = x_int.reshape(-1, x_int.shape[-1])
+            if onednn_int8.matmul_applies(a, w_int):
+                return onednn_int8.matmul_int8(a, w_int).reshape(*x_int.shape[:-1], w_int.shape[1])
+    return _bind(eqn, x_int, w_int, preferred_element_type=jnp.int32)
+
+
 def calibrate(model, params, state, batches) -> dict[str, Any]:
     """Int8 quantisation parameters: ``{"weights": {name: (int8 kernel, float32 per-channel
     scale)}, "inputs": {name: float32 scale of the kernel's input}}``, the input scales from a
@@ -151,7 +181,7 @@ def int8_apply(model, qparams_, params, state, x):
         w_int, w_scale = qparams_["weights"][name]
         s_in = qparams_["inputs"][name]
         x_int = quantize(invals[0], _input_q(s_in))
-        y = _bind(eqn, x_int, w_int, preferred_element_type=jnp.int32)
+        y = _int32_product(eqn, x_int, w_int)
         shape = [1] * y.ndim
         shape[axes[1]] = -1
         return y.astype(jnp.float32) * (s_in * w_scale).reshape(shape)

@@ -5,7 +5,7 @@
 ``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp`` (jaxcnn's dependencies on x86-64 Linux,
 installed under ``sys.prefix``), else a oneDNN 3 the compiler finds on its own -- into
 ``<jaxcnn cache dir>/onednn/`` (``$JAXCNN_CACHE_DIR``, else ``~/.cache/jaxcnn``), then
-loaded and registered with XLA as three FFI targets. A later process finds the built
+loaded and registered with XLA as the FFI targets of :data:`TARGETS`. A later process finds the built
 library and only loads it. Without a compiler or oneDNN nothing fails: :func:`load`
 returns False, :func:`reason` says why, and "auto" keeps its other convolution.
 ``JAXCNN_ONEDNN=0`` switches the path off. Loading sets ``OMP_WAIT_POLICY=PASSIVE``
@@ -59,6 +59,8 @@ TARGETS = {
     "jaxcnn_onednn_conv_forward_bf16": "JaxcnnOnednnConvForwardBf16",
     "jaxcnn_onednn_conv_input_grad_bf16": "JaxcnnOnednnConvInputGradBf16",
     "jaxcnn_onednn_conv_weight_grad_bf16": "JaxcnnOnednnConvWeightGradBf16",
+    "jaxcnn_onednn_conv_forward_s8": "JaxcnnOnednnConvForwardS8",
+    "jaxcnn_onednn_matmul_s8": "JaxcnnOnednnMatmulS8",
 }
 COMPILE_TIMEOUT_S = 300
 CHECKSUM_SUFFIX = ".sha256"

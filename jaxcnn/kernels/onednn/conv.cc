@@ -14,6 +14,11 @@
 //   [groups, rank, stride[rank], dilation[rank] (XLA's: 1 = none), pad_lo[rank], pad_hi[rank]]
 // Primitive descriptors are cached per (pass, data type, shapes, geometry). Every call runs on one
 // thread of this library's own (see OnednnThread), one call at a time.
+//
+// Int8 inference (JaxcnnOnednnConvForwardS8, JaxcnnOnednnMatmulS8): int8 input and int8
+// kernel to an int32 result, the products summed exactly in int32 (VNNI / AMX int8 tiles
+// where the CPU has them) -- the same integers as lax's int8 convolution / dot with
+// preferred_element_type=int32; the caller rescales to float.
 
 #include <condition_variable>
 #include <cstdint>
@@ -39,7 +44,7 @@ using Dims = memory::dims;
 
 namespace {
 
-enum class Pass { kForward, kInputGrad, kWeightGrad };
+enum class Pass { kForward, kInputGrad, kWeightGrad, kForwardInt8 };
 
 struct Geometry {
   int64_t groups = 1;
@@ -197,6 +202,21 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const 
   auto& engine = Engine();
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (pass == Pass::kForwardInt8) {  // s8 x s8 -> s32: inference only
+    plan->dst = ActivationDesc(y_dims, memory::data_type::s32);
+    auto pd = dnnl::convolution_forward::primitive_desc(
+        engine, dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, plan->src,
+        Any(plan->weights), plan->dst, g.stride, g.dilation, g.pad_lo, g.pad_hi, attr);
+    plan->primitive_weights = pd.weights_desc();
+    plan->scratchpad = pd.scratchpad_desc();
+    plan->primitive = dnnl::convolution_forward(pd);
+    plan->reorder_weights = plan->primitive_weights != plan->weights;
+    if (plan->reorder_weights) {
+      plan->weights_in = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->weights, engine,
+                                                                      plan->primitive_weights));
+    }
+    return plan;
+  }
   auto fwd = dnnl::convolution_forward::primitive_desc(
       engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, plan->src,
       Any(plan->weights), plan->dst, g.stride, g.dilation, g.pad_lo, g.pad_hi, attr);
@@ -294,6 +314,7 @@ ffi::Error Execute(Pass pass, memory::data_type dt, void* x, ffi::Span<const int
   try {
     switch (pass) {
       case Pass::kForward:
+      case Pass::kForwardInt8:
         plan->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, primitive_weights},
                                          {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
         break;
@@ -318,6 +339,82 @@ ffi::Error Run(Pass pass, memory::data_type dt, void* x, ffi::Span<const int64_t
                ffi::Span<const int64_t> w_dims, void* y, ffi::Span<const int64_t> y_dims,
                ffi::Span<const int64_t> geometry) {
   return OnOnednnThread([=] { return Execute(pass, dt, x, x_dims, w, w_dims, y, y_dims, geometry); });
+}
+
+ffi::Error ForwardInt8(ffi::Buffer<ffi::S8> x, ffi::Buffer<ffi::S8> w, ffi::ResultBuffer<ffi::S32> y,
+                       ffi::Span<const int64_t> geometry) {
+  return Run(Pass::kForwardInt8, memory::data_type::s8, x.untyped_data(), x.dimensions(), w.untyped_data(),
+             w.dimensions(), y->untyped_data(), y->dimensions(), geometry);
+}
+
+// (M, K) int8 x (K, N) int8 -> (M, N) int32, row-major, one cached primitive per shape.
+struct MatmulPlan {
+  memory::desc a, b, c, primitive_b, scratchpad;
+  dnnl::primitive primitive;
+  dnnl::reorder b_in;
+  bool reorder_b = false;
+};
+
+std::shared_ptr<MatmulPlan> GetMatmulPlan(int64_t m, int64_t k, int64_t n) {
+  static std::mutex mu;
+  static std::map<std::tuple<int64_t, int64_t, int64_t>, std::shared_ptr<MatmulPlan>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto key = std::make_tuple(m, k, n);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  auto& engine = Engine();
+  auto plan = std::make_shared<MatmulPlan>();
+  plan->a = memory::desc({m, k}, memory::data_type::s8, memory::format_tag::ab);
+  plan->b = memory::desc({k, n}, memory::data_type::s8, memory::format_tag::ab);
+  plan->c = memory::desc({m, n}, memory::data_type::s32, memory::format_tag::ab);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto pd = dnnl::matmul::primitive_desc(engine, plan->a, Any(plan->b), plan->c, attr);
+  plan->primitive_b = pd.weights_desc();
+  plan->scratchpad = pd.scratchpad_desc();
+  plan->primitive = dnnl::matmul(pd);
+  plan->reorder_b = plan->primitive_b != plan->b;
+  if (plan->reorder_b) {
+    plan->b_in = dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->b, engine, plan->primitive_b));
+  }
+  cache.emplace(key, plan);
+  return plan;
+}
+
+ffi::Error ExecuteMatmulInt8(void* a, void* b, void* c, int64_t m, int64_t k, int64_t n) {
+  std::shared_ptr<MatmulPlan> plan;
+  try {
+    plan = GetMatmulPlan(m, k, n);
+  } catch (const dnnl::error& e) {
+    return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN matmul: no primitive: ") + e.what());
+  }
+  auto& engine = Engine();
+  dnnl::stream stream(engine);
+  memory a_mem(plan->a, engine, a), b_mem(plan->b, engine, b), c_mem(plan->c, engine, c);
+  memory scratchpad(plan->scratchpad, engine);
+  memory primitive_b = b_mem;
+  try {
+    if (plan->reorder_b) {
+      primitive_b = memory(plan->primitive_b, engine);
+      plan->b_in.execute(stream, b_mem, primitive_b);
+    }
+    plan->primitive.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, primitive_b},
+                                     {DNNL_ARG_DST, c_mem}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("jaxcnn oneDNN matmul: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error MatmulInt8(ffi::Buffer<ffi::S8> a, ffi::Buffer<ffi::S8> b, ffi::ResultBuffer<ffi::S32> c) {
+  auto ad = a.dimensions(), bd = b.dimensions();
+  if (ad.size() != 2 || bd.size() != 2 || ad[1] != bd[0]) {
+    return ffi::Error::InvalidArgument("jaxcnn oneDNN matmul: expected (M, K) x (K, N)");
+  }
+  void *pa = a.untyped_data(), *pb = b.untyped_data(), *pc = c->untyped_data();
+  int64_t m = ad[0], k = ad[1], n = bd[1];
+  return OnOnednnThread([=] { return ExecuteMatmulInt8(pa, pb, pc, m, k, n); });
 }
 
 template <ffi::DataType T>
@@ -388,3 +485,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvWeightGradBf16, WeightGrad<ffi::Da
                                   .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::BF16>>()
                                   .Attr<ffi::Span<const int64_t>>("geometry"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvForwardS8, ForwardInt8,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<ffi::Span<const int64_t>>("geometry"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnMatmulS8, MatmulInt8,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());

@@ -36,7 +36,7 @@ from ..xla.conv import conv as fast_conv, lax_conv
 from . import build
 
 
-def _geometry(groups, stride, dilation, pads) -> np.ndarray:
+def geometry_attribute(groups, stride, dilation, pads) -> np.ndarray:
     """conv.cc's geometry attribute: [groups, rank, stride, dilation, pad_lo, pad_hi]."""
     return np.array([groups, len(stride), *stride, *dilation, *(lo for lo, _ in pads), *(hi for _, hi in pads)],
                     dtype=np.int64)
@@ -62,7 +62,7 @@ def _conv(x, w, geo):   # geo: (stride, pads, dilation, groups), lax_conv's orde
     return lax.platform_dependent(
         x, w, default=lambda x, w: lax_conv(x, w, *geo),
         cpu=lambda x, w: _call("jaxcnn_onednn_conv_forward", _out_shape(x, w, geo), x, w,
-                               _geometry(groups, stride, dilation, pads)))
+                               geometry_attribute(groups, stride, dilation, pads)))
 
 
 def _conv_fwd(x, w, geo):
@@ -72,7 +72,7 @@ def _conv_fwd(x, w, geo):
 def _conv_bwd(geo, residuals, dy):
     x, w = residuals
     stride, pads, dilation, groups = geo
-    attr = _geometry(groups, stride, dilation, pads)
+    attr = geometry_attribute(groups, stride, dilation, pads)
 
     def other(x, w, dy):
         return jax.vjp(lambda x, w: lax_conv(x, w, *geo), x, w)[1](dy)
