@@ -1,6 +1,8 @@
 """Helpers shared by the test files (one copy each): a free loopback port for
-multi-process tests, and a run directory's metrics records."""
+multi-process tests, a run directory's metrics records, and the XLA flags of the suite
+and of the processes it starts."""
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -15,3 +17,20 @@ def free_port() -> int:
 def records(run_dir) -> list[dict]:
     """The JSON objects of ``run_dir/metrics.jsonl``, in order."""
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+# The suite compiles thousands of small programs, and XLA:CPU's compile time dominates
+# it: without its new fusion emitters and with LLVM at -O0 a program compiles about twice
+# as fast (tests/test_kernels_xla_depthwise.py + test_ops_conv_parity.py: 72 s -> 33 s).
+# Both change how the code is generated, not what it computes (no fast-math either way).
+# JAXCNN_TEST_FAST_COMPILE=0 runs the suite with XLA's default code generation.
+FAST_COMPILE_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
+
+
+def xla_flags(devices: int | None = None) -> str:
+    """``XLA_FLAGS`` for the suite or a process it starts: the fast-compile flags (unless
+    ``JAXCNN_TEST_FAST_COMPILE=0``) and, given ``devices``, that many fake CPU devices."""
+    flags = [] if os.environ.get("JAXCNN_TEST_FAST_COMPILE", "1") == "0" else [FAST_COMPILE_XLA_FLAGS]
+    if devices is not None:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return " ".join(flags)

@@ -4,10 +4,13 @@ package's own backprop="auto" table, not one a developer saved with `jaxcnn benc
 and one persistent compilation cache for the whole suite -- both xdist workers and every
 `jaxcnn` subprocess a test starts (they inherit the variables) -- so a program compiled
 once (the same small model trained by many CLI tests) is loaded, not compiled again.
-``JAXCNN_TEST_CACHE=0`` runs without it."""
+``JAXCNN_TEST_CACHE=0`` runs without it. XLA generates code for fast compiles
+(``_helpers.xla_flags``; ``JAXCNN_TEST_FAST_COMPILE=0`` for its defaults)."""
 import getpass
 import os
 import tempfile
+
+from _helpers import xla_flags
 
 os.environ["JAXCNN_AUTO_TABLE"] = "0"
 if os.environ.get("JAXCNN_TEST_CACHE", "1") != "0":
@@ -16,6 +19,7 @@ if os.environ.get("JAXCNN_TEST_CACHE", "1") != "0":
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 os.environ.setdefault("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] += " " + xla_flags()
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 

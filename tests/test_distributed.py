@@ -13,7 +13,7 @@ import pytest
 
 from jaxcnn.train import fit, make_optimizer
 from test_train_step import ce, tiny_batches, tiny_data, tiny_model
-from _helpers import free_port
+from _helpers import free_port, xla_flags
 
 TESTS = Path(__file__).resolve().parent
 WORKER = textwrap.dedent("""
@@ -48,7 +48,7 @@ WORKER = textwrap.dedent("""
 def test_two_processes_match_one(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(devices=2), JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
     address = f"127.0.0.1:{free_port()}"
     procs = [subprocess.Popen([sys.executable, str(script), address, str(i), str(tmp_path)], env=env,

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _helpers import free_port
+from _helpers import free_port, xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["--dataset", "synthetic", "--no-progress", "--batch-size", "128"]  # 8 steps per epoch
@@ -27,7 +27,7 @@ def _env(**extra):
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAXCNN_XLA_TUNING="0")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("JAXCNN_TEST_PYTHONPATH"), str(ROOT),
                                                    env.get("PYTHONPATH")) if p)
-    env["XLA_FLAGS"] = ""
+    env["XLA_FLAGS"] = xla_flags()
     env.update(extra)
     return env
 
@@ -241,7 +241,7 @@ def _two(tmp_path, *extra_by_process, port=None):
     port = port or free_port()
     return [popen("train", *BASE, "--parallel", "pmap", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                   "--process-id", i, "--out", tmp_path / "run", "--coordinator-timeout", "60", *extra,
-                  XLA_FLAGS="--xla_force_host_platform_device_count=2")
+                  XLA_FLAGS=xla_flags(devices=2))
             for i, extra in enumerate(extra_by_process)]
 
 

@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _helpers import xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,7 @@ def _env(**extra):
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAXCNN_XLA_TUNING="0", JAXCNN_COMPILATION_CACHE="0")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("JAXCNN_TEST_PYTHONPATH"), str(ROOT),
                                                    env.get("PYTHONPATH")) if p)
-    env["XLA_FLAGS"] = ""
+    env["XLA_FLAGS"] = xla_flags()
     env.update(extra)
     return env
 
@@ -36,6 +37,21 @@ def python(script, timeout=300, **env):
 def jaxcnn(*args, timeout=240, **env):
     return subprocess.run([sys.executable, "-m", "jaxcnn.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=_env(**env), cwd=tempfile.gettempdir())
+
+
+def jaxcnn_in_process(*args):
+    """``jaxcnn ARGS`` run by ``cli.main`` in this process (an argument error needs no fresh
+    process, and each one costs ~2 s of jax start-up), as a CompletedProcess."""
+    import contextlib
+    import io
+    from jaxcnn import cli
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as e:       # argparse's own errors
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def stderr_lines(r):
@@ -85,7 +101,7 @@ def _library(cache):
     return so
 
 
-@pytest.mark.parametrize("keep", [0.5, 0.0])
+@pytest.mark.parametrize("keep", [0.5, pytest.param(0.0, marks=pytest.mark.slow)])   # 0.0: an empty file
 def test_a_truncated_cached_onednn_library_is_rebuilt_not_loaded(built_cache, tmp_path, keep):
     cache = tmp_path / "cache"
     shutil.copytree(built_cache, cache)
@@ -211,7 +227,7 @@ def _run_files(run):
 ])
 def test_compress_argument_errors_are_one_line(run_dir, tmp_path, argv, fragments):
     before = _run_files(run_dir)
-    r = jaxcnn("compress", "--checkpoint", run_dir, "--out", tmp_path / "c", "--no-progress", *argv)
+    r = jaxcnn_in_process("compress", "--checkpoint", run_dir, "--out", tmp_path / "c", "--no-progress", *argv)
     line = one_error_line(r, "jaxcnn compress: error: ", *fragments)
     assert "ZeroDivisionError" not in line and "NonFinite" not in line
     assert _run_files(run_dir) == before
@@ -228,7 +244,7 @@ def test_compress_argument_errors_are_one_line(run_dir, tmp_path, argv, fragment
 ])
 def test_explain_argument_errors_are_one_line(run_dir, tmp_path, argv, fragment):
     before = _run_files(run_dir)
-    r = jaxcnn("explain", "--checkpoint", run_dir, "--out", tmp_path / "x", *argv)
+    r = jaxcnn_in_process("explain", "--checkpoint", run_dir, "--out", tmp_path / "x", *argv)
     one_error_line(r, "jaxcnn explain: error: ", fragment)
     assert _run_files(run_dir) == before
     assert not (tmp_path / "x").exists() or not list((tmp_path / "x").iterdir())
@@ -264,6 +280,6 @@ def test_explain_occlusion_and_default_cam_target_work(run_dir, tmp_path):
     (["bench", "resnet18", "--input", "32,32"], "--input: resnet18 takes H,W,C"),
 ])
 def test_input_of_the_wrong_rank_is_one_line(argv, fragment):
-    r = jaxcnn(*argv)
+    r = jaxcnn_in_process(*argv)
     one_error_line(r, f"jaxcnn {argv[0]}: error: ", fragment)
     assert r.stdout == ""

@@ -30,7 +30,8 @@ def _case(seed):
                                                                     layout=layout))
 
 
-@pytest.mark.parametrize("seed", range(24))
+# 8 configurations in the fast suite (both layouts, 1-3-D), 16 more under -m slow
+@pytest.mark.parametrize("seed", [*range(8), *(pytest.param(s, marks=pytest.mark.slow) for s in range(8, 24))])
 def test_shifted_equals_grouped_conv_values_and_grads(x64, seed):
     x, w, kw = _case(seed)
     rank, c = w.ndim - 2, (x.shape[-1] if kw["layout"] == "NHWC" else x.shape[1])

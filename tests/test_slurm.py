@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import xla_flags
 
 from jaxcnn.train import distributed
 
@@ -107,7 +108,7 @@ def test_two_slurm_tasks_reach_the_one_process_parameters(tmp_path):
     job_id, port = _free_slurm_port()
     procs = [subprocess.Popen([sys.executable, "-m", "jaxcnn.cli", *TRAIN, "--out", str(tmp_path / "slurm")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
-                              env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=1", **slurm(job_id, 2, i)))
+                              env=_env(XLA_FLAGS=xla_flags(devices=1), **slurm(job_id, 2, i)))
              for i in range(2)]
     try:
         outs = [p.communicate(timeout=300) for p in procs]
@@ -126,7 +127,7 @@ def test_two_slurm_tasks_reach_the_one_process_parameters(tmp_path):
     # one process, no cluster, the same global batches over 2 devices
     one = subprocess.run([sys.executable, "-m", "jaxcnn.cli", *TRAIN, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, timeout=300, cwd=tempfile.gettempdir(),
-                         env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+                         env=_env(XLA_FLAGS=xla_flags(devices=2)))
     assert one.returncode == 0, one.stderr[-3000:]
     assert "on 2 cpu device(s) -> " in one.stderr.splitlines()[0]
 
