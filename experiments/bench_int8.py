@@ -5,8 +5,10 @@ random batches -- the speed of a product does not depend on the values):
 
 * jaxcnn float32 -- ``model.apply`` in eval mode with the plain ops (what ``jaxcnn
   eval`` runs) and under ``backprop_mode("auto")`` (oneDNN float32 convolutions);
-* jaxcnn int8 -- ``compress.int8_apply``: oneDNN int8 x int8 -> int32 convolutions and
-  matmuls (VNNI / AMX), and the same path with lax's integer ops (before oneDNN);
+* jaxcnn int8 -- ``compress.int8_apply`` compiled as ``jaxcnn eval`` compiles it
+  (``jaxcnn.config.int8_compiler_options``): oneDNN int8 x int8 -> int32 convolutions and
+  matmuls (VNNI / AMX), and the same path with lax's integer ops (before oneDNN; timed
+  once);
 * PyTorch float32 (``model.eval()`` under ``torch.inference_mode``) and PyTorch int8:
   ``torch.ao.quantization`` FX graph mode, the ``x86`` backend's default qconfig
   (per-channel weights, histogram-observed activations), same batch.
@@ -37,9 +39,9 @@ SHAPES = {"fmnist_cnn": (28, 28, 1), "cifar_resnet18": (32, 32, 3), "lenet5": (2
 BATCH = 128
 
 
-def _median_ms(fn, steps):
-    fn()
-    fn()
+def _median_ms(fn, steps, warmup=2):
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(steps):
         t = time.perf_counter()
@@ -54,6 +56,7 @@ def run_jax(name, steps):
 
     from jaxcnn import compress, models
     from jaxcnn.compress import int8 as int8_path
+    from jaxcnn.config import int8_compiler_options
     from jaxcnn.dispatch import backprop_mode
     model = models.create(name)
     params, state = model.init(jax.random.PRNGKey(0), (1, *SHAPES[name]))
@@ -70,7 +73,9 @@ def run_jax(name, steps):
             return model.apply(p, s, v)[0]
     plain = jax.jit(forward)
     auto = jax.jit(forward_auto)
-    int8 = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v))
+    # compiled as `jaxcnn eval` compiles an int8 run (jaxcnn.config.int8_compiler_options)
+    int8 = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v),
+                   compiler_options=int8_compiler_options() or None)
     out = {"jaxcnn float32": _median_ms(lambda: plain(params, state, x).block_until_ready(), steps),
            "jaxcnn float32 (auto: oneDNN)": _median_ms(lambda: auto(params, state, x).block_until_ready(), steps),
            "jaxcnn int8 (oneDNN)": _median_ms(lambda: int8(q, params, state, x).block_until_ready(), steps)}
@@ -78,10 +83,13 @@ def run_jax(name, steps):
     # the path before oneDNN: lax's integer convolution / dot (same integers)
     int8_path.onednn_int8.conv_applies = lambda *a, **k: False
     int8_path.onednn_int8.matmul_applies = lambda *a, **k: False
-    lax_int8 = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v))
-    out["jaxcnn int8 (lax)"] = _median_ms(lambda: lax_int8(q, params, state, x).block_until_ready(),
-                                          max(2, steps // 4))
-    assert np.array_equal(onednn_logits, np.asarray(lax_int8(q, params, state, x))), "int8 paths disagree"
+    lax_int8 = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v),
+                       compiler_options=int8_compiler_options() or None)
+    # seconds per call for cifar_resnet18: one call after the compile
+    out["jaxcnn int8 (lax)"] = _median_ms(lambda: lax_int8(q, params, state, x).block_until_ready(), 1, warmup=1)
+    lax_logits = np.asarray(lax_int8(q, params, state, x))   # the same integers; float glue may round apart
+    assert np.allclose(onednn_logits, lax_logits, rtol=1e-5, atol=1e-5 * np.abs(lax_logits).max()), \
+        "int8 paths disagree"
     return out
 
 

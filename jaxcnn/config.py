@@ -52,6 +52,14 @@ XLA_CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 # (XLA aborts the process on a flag it does not know, so a probe runs in a subprocess)
 # and the answer is kept per jaxlib version in the cache directory.
 XLA_FLAGS_CHECKED = ("0.10.2",)
+# Per-program XLA options of int8 inference (``jaxcnn eval`` / ``jaxcnn compress`` of an
+# int8 run), applied through ``jax.jit(compiler_options=...)``: XLA's YNNPACK fusions of
+# the float glue between oneDNN's int8 calls (rescale, ReLU, batch norm, max pool) made
+# fmnist_cnn's int8 pass 27 ms instead of 11 ms (batch 128, experiments/bench_int8.py),
+# while the float programs gain from them; keeping only the dot fusion type turns them off
+# for these programs alone. The value is an enum name of jaxlib's DebugOptions, used only
+# on the jaxlib versions of XLA_FLAGS_CHECKED (:func:`int8_compiler_options`).
+INT8_XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 # Compiled programs that took at least this long to compile are kept in the persistent
 # cache (a second `jaxcnn train` of the same model skips the compile).
 MIN_CACHED_COMPILE_SECS = 1.0
@@ -148,6 +156,11 @@ def jaxlib_version() -> str | None:
         return importlib.metadata.version("jaxlib")
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def int8_compiler_options() -> dict[str, str]:
+    """:data:`INT8_XLA_OPTIONS` on a jaxlib where they were checked, else none."""
+    return dict(INT8_XLA_OPTIONS) if jaxlib_version() in XLA_FLAGS_CHECKED else {}
 
 
 def xla_flags_supported(flags=XLA_CPU_FLAGS, environ=os.environ, probe=None) -> bool:

@@ -140,6 +140,7 @@ class _Compression:
             self.steps = min(self.steps, args.steps_per_epoch)
         self.input_shape = (1,) + tuple(self.train.image_shape)
         self.masks = None
+        self.int8_input_scales = None   # set by the int8 step's calibration, kept in the file
         self.skip = list(args.keep_dense)
         self.writer = MetricsWriter(os.path.join(work_dir, "metrics.jsonl"))
         self.t0 = time.perf_counter()
@@ -243,9 +244,10 @@ class _Compression:
 
     def quantize(self):
         import functools
-        import jax
-        import numpy as np
+
+        from ..config import int8_compiler_options
         from ..data import batches
+        from ..train.throughput import evaluate_model_throughput
         args, C, model = self.args, self.C, self.model
         if args.quantize != "int8":
             return
@@ -258,14 +260,14 @@ class _Compression:
         calib = [b["image"] for b, _ in zip(batches(self.train, args.batch_size, seed=args.seed, epoch=0),
                                             range(args.calibration_batches))]
         qp = C.calibrate(model, self.params, self.state, calib)
-        run_int8 = jax.jit(lambda q, p, s, x: C.int8_apply(model, q, p, s, x))
-        correct = count = 0
-        for b in self.test_batches():
-            logits = np.asarray(run_int8(qp, self.params, self.state, b["image"]))
-            keep = np.asarray(b["mask"])
-            correct += int(((logits.argmax(-1) == b["label"]) & keep).sum())
-            count += int(keep.sum())
-        self.log("int8_inference", calibration_batches=len(calib), test_accuracy=correct / count)
+        self.int8_input_scales = C.input_scales_meta(qp)
+
+        def forward(p, s, x):
+            return C.int8_apply(model, qp, p, s, x)
+        result = evaluate_model_throughput(model, self.params, self.state, self.test_batches(), forward=forward,
+                                           compiler_options=int8_compiler_options())
+        self.log("int8_inference", calibration_batches=len(calib), test_accuracy=result["accuracy"],
+                 images_per_sec=round(result["images_per_sec"], 1))
 
     def binarize(self):
         args, C = self.args, self.C
@@ -288,9 +290,12 @@ class _Compression:
                     "schedule": args.schedule, "quantize": args.quantize, "scheme": args.scheme, "qat": args.qat,
                     "binarize": args.binarize, "finetune_epochs": args.finetune_epochs,
                     "finetune_backprop": defaults.BACKPROP}
+        meta = dict(settings)
+        if self.int8_input_scales is not None:
+            meta[C.INPUT_SCALES] = self.int8_input_scales
         size = C.save_compressed(path, self.params, self.state,
                                  quantize=args.scheme if args.quantize == "int8" else None,
-                                 binarize=None if args.binarize == "none" else args.binarize, meta=settings)
+                                 binarize=None if args.binarize == "none" else args.binarize, meta=meta)
         rundir.write_config(self.work_dir, dict(self.config, compressed=settings, out=out, dataset=self.dataset))
         p2, s2, _ = C.load_compressed(path)
         final = self.evaluate(self.model, p2, s2)

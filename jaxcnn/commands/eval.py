@@ -36,22 +36,49 @@ def run(args) -> int:
     run_dir, config, model, params, state, step = open_run(args.checkpoint, args.step, args.model)
     dataset = args.dataset or config["dataset"]
     _, test = splits(config, dataset, args.data_dir)
-    result = evaluate_model_throughput(model, params, state, batches(test, args.batch_size, seed=0, epoch=0, shuffle=False,
-                                                          drop_remainder=False),
-                            precision=config.get("precision", "fp32"))
+    inference, options = "float", {}
+    if rundir.is_compressed(config):
+        inference, options = _int8_inference(run_dir, config, model, params, state, test)
+    result = evaluate_model_throughput(model, params, state, batches(test, args.batch_size, seed=0, epoch=0,
+                                                                     shuffle=False, drop_remainder=False),
+                                       precision=config.get("precision", "fp32"), **options)
     compressed = _compression(config) if rundir.is_compressed(config) else None
     record = {"checkpoint": run_dir, "step": step, "dataset": dataset, "examples": int(result["count"]),
               "test_loss": result["loss"], "test_accuracy": result["accuracy"],
-              "images_per_sec": result["images_per_sec"], "compressed": compressed}
+              "images_per_sec": result["images_per_sec"], "compressed": compressed, "inference": inference}
     if args.json:
         print(json.dumps(record))
     else:
         kind = f" (compressed: {compressed})" if compressed else ""
         print(f"{config['model']}{kind} step {step} on {dataset} test ({record['examples']} examples): "
               f"loss={result['loss']:.4f} accuracy={result['accuracy']:.4f} "
-              f"images_per_sec={result['images_per_sec']:.0f}")
+              f"images_per_sec={result['images_per_sec']:.0f} inference={inference}")
     sys.stdout.flush()
     return 0
+
+
+def _int8_inference(run_dir, config, model, params, state, test):
+    """``(inference, evaluate options)`` of a compressed run: its int8 path
+    (:func:`jaxcnn.compress.int8_apply` with the stored integers and the input scales its
+    calibration recorded) where the file holds them, else its float weights."""
+    import numpy as np
+
+    from .. import compress as C
+    from ..config import int8_compiler_options
+    from ..kernels import onednn
+    from ..train import rundir
+    if config[rundir.COMPRESSED].get("quantize") != "int8":
+        return "float", {}
+    found = C.read_compressed(C.runs.compressed_file(run_dir, config))
+    example = np.zeros((1, *test.image_shape), np.float32)
+    qp = C.stored_qparams(model, params, state, example, found.int8, found.meta)
+    if qp is None:
+        return "float (no int8 calibration recorded: re-run jaxcnn compress --quantize int8)", {}
+
+    def forward(p, s, x):
+        return C.int8_apply(model, qp, p, s, x)
+    return ("int8 (oneDNN)" if onednn.load() else "int8 (lax)",
+            {"forward": forward, "compiler_options": int8_compiler_options()})
 
 
 def _compression(config: dict) -> str:

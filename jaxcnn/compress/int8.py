@@ -36,6 +36,9 @@ from .quantize import QParams, fake_quant, minmax, observe, qparams, quantize
 
 _OPS = ("conv_general_dilated", "dot_general")
 BITS = 8
+# the key of a compressed file's meta holding the calibrated input scales
+# ({kernel name: float}), written by `jaxcnn compress --quantize int8`
+INPUT_SCALES = "int8_input_scales"
 
 
 def _trace(model, params, state, x):
@@ -202,3 +205,48 @@ def fake_int8_apply(model, qparams_, params, state, x):
         return _bind(eqn, fake_quant(invals[0], _input_q(s_in)), w)
 
     return _interpret(*_trace(model, params, state, x), fake_op)[0]
+
+
+def input_scales_meta(qparams_) -> dict[str, float]:
+    """:func:`calibrate`'s input scales as JSON numbers (float32 -> float -> float32 is
+    exact), for a compressed file's meta under :data:`INPUT_SCALES`."""
+    return {name: float(s) for name, s in qparams_["inputs"].items()}
+
+
+def kernel_axes(model, params, state, x) -> dict[str, int]:
+    """``{kernel name: its output-channel axis}`` for every kernel product of ``model`` on
+    inputs shaped like ``x`` (a trace, nothing computed)."""
+    from ..models import as_model
+    model = as_model(model)
+    axes: dict[str, int] = {}
+
+    def record(eqn, name, axes_, invals):
+        axes[name] = axes_[0]
+        return _bind(eqn, *invals)
+    jax.eval_shape(lambda p, s, v: _interpret(*_trace(model, p, s, v), record), params, state, x)
+    return axes
+
+
+def stored_qparams(model, params, state, x, int8_kernels: dict, meta: dict) -> dict | None:
+    """:func:`int8_apply`'s ``qparams_`` rebuilt from a compressed file
+    (:func:`jaxcnn.compress.storage.read_compressed`'s ``int8`` and ``meta``) for ``model``
+    on inputs shaped like ``x``: its stored integers and scales, and the recorded input
+    scales. None when the file cannot run the int8 path: no input scales recorded (written
+    before they were, or never calibrated), or a kernel product of the model whose kernel
+    is not stored as symmetric 8-bit integers per output channel (or per tensor), or that
+    has no input scale."""
+    scales = meta.get(INPUT_SCALES)
+    if not isinstance(scales, dict) or not scales:
+        return None
+    weights, inputs = {}, {}
+    for name, axis in kernel_axes(model, params, state, x).items():
+        scale = scales.get(name)
+        if name not in int8_kernels or isinstance(scale, bool) or not isinstance(scale, (int, float)) \
+                or not scale > 0:
+            return None
+        ints, q = int8_kernels[name]
+        if q.bits != BITS or bool(jnp.any(q.zero_point != 0)) or q.axis not in (None, axis % ints.ndim):
+            return None
+        weights[name] = (jnp.asarray(ints, jnp.int8), jnp.asarray(q.scale, jnp.float32))
+        inputs[name] = jnp.float32(scale)
+    return {"weights": weights, "inputs": inputs}

@@ -27,7 +27,7 @@ import stat
 import struct
 import zipfile
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,22 +84,32 @@ def _decode(entry: dict, fields: dict, where: str) -> np.ndarray:
         if entry["method"] == "xnor":
             return np.asarray(jnp.asarray(fields["alpha"]) * jnp.asarray(s))
         return s
-    keep = np.unpackbits(fields["mask"], count=n).astype(bool) if encoding.startswith("sparse") else None
     if encoding == "sparse":
+        keep = np.unpackbits(fields["mask"], count=n).astype(bool)
         out = np.zeros(n, entry["dtype"])
         out[keep] = fields["values"]
         return out.reshape(shape)
+    ints, q = _int8_values(entry, fields)
+    return np.asarray(dequantize(jnp.asarray(ints), q, entry["dtype"]))
+
+
+def _int8_values(entry: dict, fields: dict) -> tuple[np.ndarray, QParams]:
+    """The stored integers (in the leaf's shape) and quantisation parameters of an
+    ``int8`` / ``sparse_int8`` leaf."""
+    shape = tuple(entry["shape"])
+    n = math.prod(shape)
     zp = fields["zero_point"]
     q = QParams(jnp.asarray(fields["scale"]), jnp.asarray(zp), entry["bits"], entry["axis"])
-    if keep is None:
-        ints = fields["values"].reshape(shape)
-    else:  # pruned weights hold the zero point, which dequantises to exactly 0.0
-        zp_shape = [1] * len(shape)
-        if entry["axis"] is not None:
-            zp_shape[entry["axis"]] = -1
-        ints = np.broadcast_to(zp.reshape(zp_shape), shape).astype(np.int8).reshape(-1)
-        ints[keep] = fields["values"]
-    return np.asarray(dequantize(jnp.asarray(ints.reshape(shape)), q, entry["dtype"]))
+    if entry["encoding"] == "int8":
+        return fields["values"].reshape(shape), q
+    # pruned weights hold the zero point, which dequantises to exactly 0.0
+    keep = np.unpackbits(fields["mask"], count=n).astype(bool)
+    zp_shape = [1] * len(shape)
+    if entry["axis"] is not None:
+        zp_shape[entry["axis"]] = -1
+    ints = np.broadcast_to(zp.reshape(zp_shape), shape).astype(np.int8).reshape(-1)
+    ints[keep] = fields["values"]
+    return ints.reshape(shape), q
 
 
 def save_compressed(path: str | os.PathLike, params, state=None, *, quantize: str | None = None, bits: int = 8,
@@ -286,7 +296,24 @@ def _check_entry(entry, fail) -> None:
 
 def load_compressed(path: str | os.PathLike) -> tuple[Any, Any, dict]:
     """``(params, state, meta)`` from a file written by :func:`save_compressed` (numpy arrays,
-    nested dicts).
+    nested dicts); see :func:`read_compressed` for what is checked."""
+    found = read_compressed(path)
+    return found.params, found.state, found.meta
+
+
+class Compressed(NamedTuple):
+    """What :func:`read_compressed` found: the params and state the compressed network
+    computes with, the header's ``meta``, and ``int8``: ``{"conv1/weight": (int8 array,
+    QParams)}`` for every kernel stored as integers (what the int8 inference path
+    multiplies)."""
+    params: Any
+    state: Any
+    meta: dict
+    int8: dict
+
+
+def read_compressed(path: str | os.PathLike) -> Compressed:
+    """The contents of a file written by :func:`save_compressed` (numpy arrays, nested dicts).
 
     The file is not trusted: anything else -- not a zip of arrays, a truncated or altered
     file (every array's CRC-32 is checked), an edited header, sizes the data does not hold,
@@ -333,6 +360,7 @@ def _load(zf: zipfile.ZipFile, path: str, fail):
     if not isinstance(leaves, list) or not isinstance(meta, dict):
         raise fail("its header lacks the list of leaves or has a meta that is not an object")
     trees: dict[str, dict] = {"params": {}, "state": {}}
+    int8 = {}
     seen = set()
     for i, entry in enumerate(leaves):
         _check_entry(entry, fail)
@@ -351,7 +379,9 @@ def _load(zf: zipfile.ZipFile, path: str, fail):
             raise fail(f"{where} appears twice or inside another leaf")
         seen.add(keys)
         _insert(trees[entry["tree"]], entry["path"], _decode(entry, fields, where))
-    return trees["params"], trees["state"], meta
+        if entry["encoding"] in ("int8", "sparse_int8") and entry["tree"] == "params":
+            int8["/".join(map(str, entry["path"]))] = _int8_values(entry, fields)
+    return Compressed(trees["params"], trees["state"], meta, int8)
 
 
 def float_bytes(params, state=None) -> int:

@@ -149,9 +149,12 @@ def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, 
     return train_step
 
 
-def make_eval_step(model, *, axis_name: str | None = None, precision: str = "fp32"):
+def make_eval_step(model, *, axis_name: str | None = None, precision: str = "fp32", forward=None):
     """Return ``eval_step(train_state, batch) -> sums`` with ``loss_sum`` (cross-entropy),
     ``correct`` and ``count``, summed over the batch (and over ``axis_name``).
+
+    ``forward(params, state, images) -> logits`` replaces the model's eval-mode forward
+    pass (e.g. :func:`jaxcnn.compress.int8_apply` with its quantisation parameters).
 
     An optional ``batch["mask"]`` (B,) excludes padding examples, so a test set whose
     size does not divide the batch or the device count is evaluated exactly.
@@ -161,8 +164,11 @@ def make_eval_step(model, *, axis_name: str | None = None, precision: str = "fp3
 
     def eval_step(train_state: TrainState, batch):
         check_batch(batch)
-        logits, _ = _forward(model, train_state.params, train_state.state, batch["image"], train=False, key=None,
-                             dtype=dtype)
+        if forward is not None:
+            logits = forward(train_state.params, train_state.state, batch["image"])
+        else:
+            logits, _ = _forward(model, train_state.params, train_state.state, batch["image"], train=False, key=None,
+                                 dtype=dtype)
         labels = batch["label"]
         mask = batch.get("mask")
         mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
