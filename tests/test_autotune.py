@@ -90,7 +90,7 @@ def test_a_damaged_table_is_one_warning_of_the_command_that_uses_it(tmp_path):
                              text=True, timeout=120)
     assert version.returncode == 0 and version.stderr == ""
     train = subprocess.run([sys.executable, "-m", "jaxcnn.cli", "train", "--epochs", "1", "--no-progress",
-                            "--dataset", "synthetic", "--out", str(tmp_path / "run")], env=env, capture_output=True,
+                            "--model", "mlp", "--dataset", "synthetic", "--out", str(tmp_path / "run")], env=env, capture_output=True,
                            text=True, timeout=300)
     assert train.returncode == 0, train.stderr[-2000:]
     warnings = [line for line in train.stderr.splitlines() if "auto table" in line]

@@ -47,6 +47,7 @@ def test_fgsm_matches_torch(setup):
     np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
+@pytest.mark.slow   # 7 s each; the fast suite keeps FGSM (PGD's one step) against torch
 @pytest.mark.parametrize("norm,eps,step", [("linf", 0.3, 0.05), ("l2", 3.0, 0.5)])
 def test_targeted_pgd_matches_torch_and_flips(setup, norm, eps, step):
     model, params, state, net, x = setup
