@@ -23,14 +23,23 @@ def records(run_dir) -> list[dict]:
 # it: without its new fusion emitters and with LLVM at -O0 a program compiles about twice
 # as fast (tests/test_kernels_xla_depthwise.py + test_ops_conv_parity.py: 72 s -> 33 s).
 # Both change how the code is generated, not what it computes (no fast-math either way).
-# JAXCNN_TEST_FAST_COMPILE=0 runs the suite with XLA's default code generation.
-FAST_COMPILE_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
+# JAXCNN_TEST_FAST_COMPILE=0 runs the suite with XLA's default code generation. Checked
+# on jaxlib 0.10.2; another jaxlib is probed once (XLA aborts on a flag it does not know)
+# and the answer kept in jaxcnn's cache directory, as the CLI does for its own flags.
+FAST_COMPILE_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0")
+
+
+def _fast_compile() -> bool:
+    from jaxcnn import config          # the standard library only: jax stays unimported
+    return os.environ.get("JAXCNN_TEST_FAST_COMPILE", "1") != "0" and \
+        config.xla_flags_supported(FAST_COMPILE_XLA_FLAGS)
 
 
 def xla_flags(devices: int | None = None) -> str:
     """``XLA_FLAGS`` for the suite or a process it starts: the fast-compile flags (unless
-    ``JAXCNN_TEST_FAST_COMPILE=0``) and, given ``devices``, that many fake CPU devices."""
-    flags = [] if os.environ.get("JAXCNN_TEST_FAST_COMPILE", "1") == "0" else [FAST_COMPILE_XLA_FLAGS]
+    ``JAXCNN_TEST_FAST_COMPILE=0`` or this jaxlib lacks them) and, given ``devices``, that
+    many fake CPU devices."""
+    flags = list(FAST_COMPILE_XLA_FLAGS) if _fast_compile() else []
     if devices is not None:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
     return " ".join(flags)
