@@ -61,11 +61,11 @@ def _int8_inference(run_dir, config, model, params, state, test):
     """``(inference, evaluate options)`` of a compressed run: its int8 path
     (:func:`jaxcnn.compress.int8_apply` with the stored integers and the input scales its
     calibration recorded) where the file holds them, else its float weights."""
+    import jax
     import numpy as np
 
     from .. import compress as C
     from ..config import int8_compiler_options
-    from ..kernels import onednn
     from ..train import rundir
     if config[rundir.COMPRESSED].get("quantize") != "int8":
         return "float", {}
@@ -77,8 +77,10 @@ def _int8_inference(run_dir, config, model, params, state, test):
 
     def forward(p, s, x):
         return C.int8_apply(model, qp, p, s, x)
-    return ("int8 (oneDNN)" if onednn.load() else "int8 (lax)",
-            {"forward": forward, "compiler_options": int8_compiler_options()})
+    # which integer kernels the program really calls (oneDNN's where they apply, lax's else)
+    lowered = jax.jit(forward).lower(params, state, example).as_text()
+    kernels = "oneDNN" if "jaxcnn_onednn_" in lowered else "lax"
+    return f"int8 ({kernels})", {"forward": forward, "compiler_options": int8_compiler_options()}
 
 
 def _compression(config: dict) -> str:
