@@ -103,3 +103,29 @@ def test_quantisation_aware_training_lowers_the_loss_of_the_quantised_network():
     for _ in range(30):
         params, opt = step(params, opt)
     assert float(loss(params)) < 0.8 * first
+
+
+def test_a_compressed_file_rebuilds_the_calibrated_int8_path_exactly(tmp_path):
+    """The integers and scales `jaxcnn compress` stores, plus the input scales it records,
+    are calibrate's own (so `jaxcnn eval` runs the very int8 path the pipeline measured);
+    an affine scheme or a file without the scales cannot run it."""
+    net, params, state, calib = _setup()
+    q = compress.calibrate(net, params, state, calib)
+    meta = {compress.INPUT_SCALES: compress.input_scales_meta(q)}
+    path = tmp_path / "c.npz"
+    compress.save_compressed(path, params, state, quantize="per_channel_symmetric", meta=meta)
+    found = compress.read_compressed(path)
+    rebuilt = compress.stored_qparams(net, found.params, found.state, calib[0][:1], found.int8, found.meta)
+    assert sorted(rebuilt["weights"]) == sorted(q["weights"])
+    for name, (ints, scale) in q["weights"].items():
+        np.testing.assert_array_equal(np.asarray(rebuilt["weights"][name][0]), np.asarray(ints))
+        np.testing.assert_array_equal(np.asarray(rebuilt["weights"][name][1]), np.asarray(scale))
+        assert rebuilt["inputs"][name] == q["inputs"][name]
+    x = calib[1]
+    run = jax.jit(lambda q_, p, s, v: compress.int8_apply(net, q_, p, s, v))
+    np.testing.assert_array_equal(np.asarray(run(rebuilt, found.params, found.state, x)),
+                                  np.asarray(run(q, params, state, x)))
+    compress.save_compressed(path, params, state, quantize="per_channel_affine", meta=meta)
+    affine = compress.read_compressed(path)
+    assert compress.stored_qparams(net, affine.params, affine.state, x[:1], affine.int8, affine.meta) is None
+    assert compress.stored_qparams(net, found.params, found.state, x[:1], found.int8, {}) is None
