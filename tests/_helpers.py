@@ -24,22 +24,24 @@ def records(run_dir) -> list[dict]:
 # as fast (tests/test_kernels_xla_depthwise.py + test_ops_conv_parity.py: 72 s -> 33 s).
 # Both change how the code is generated, not what it computes (no fast-math either way).
 # JAXCNN_TEST_FAST_COMPILE=0 runs the suite with XLA's default code generation. Checked
-# on jaxlib 0.10.2; another jaxlib is probed once (XLA aborts on a flag it does not know)
-# and the answer kept in jaxcnn's cache directory, as the CLI does for its own flags.
+# on jaxlib 0.10.2; on another jaxlib each flag is probed once (XLA aborts on a flag it
+# does not know: 0.12 has no legacy emitters any more) and the answer kept in jaxcnn's
+# cache directory, as the CLI does for its own flags.
 FAST_COMPILE_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0")
 
 
-def _fast_compile() -> bool:
+def _fast_compile_flags() -> list[str]:
     from jaxcnn import config          # the standard library only: jax stays unimported
-    return os.environ.get("JAXCNN_TEST_FAST_COMPILE", "1") != "0" and \
-        config.xla_flags_supported(FAST_COMPILE_XLA_FLAGS)
+    if os.environ.get("JAXCNN_TEST_FAST_COMPILE", "1") == "0":
+        return []
+    return [f for f in FAST_COMPILE_XLA_FLAGS if config.xla_flags_supported((f,))]
 
 
 def xla_flags(devices: int | None = None) -> str:
-    """``XLA_FLAGS`` for the suite or a process it starts: the fast-compile flags (unless
-    ``JAXCNN_TEST_FAST_COMPILE=0`` or this jaxlib lacks them) and, given ``devices``, that
-    many fake CPU devices."""
-    flags = list(FAST_COMPILE_XLA_FLAGS) if _fast_compile() else []
+    """``XLA_FLAGS`` for the suite or a process it starts: the fast-compile flags this
+    jaxlib has (none with ``JAXCNN_TEST_FAST_COMPILE=0``) and, given ``devices``, that many
+    fake CPU devices."""
+    flags = _fast_compile_flags()
     if devices is not None:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
     return " ".join(flags)
