@@ -180,9 +180,9 @@ def check_gradients(fn, params, *, seed: int = 0, eps: float = 1e-7, fd_samples:
                     return fn(jax.tree_util.tree_unflatten(treedef, leaves[:i] + [v] + leaves[i + 1:]))
                 try:
                     # the ops' own derivatives: "auto" may pick a custom_vjp kernel, which
-                    # forward mode cannot differentiate
+                    # forward mode cannot differentiate; jitted, as one program, not op by op
                     with backprop_mode("autodiff"):
-                        jac = jax.jacfwd(of_leaf)(leaf)
+                        jac = jax.jit(jax.jacfwd(of_leaf))(leaf)
                 except TypeError as e:          # forward mode through a user's custom_vjp
                     report.notes.append(f"note: no dense Jacobian for {name}: {str(e).splitlines()[0]}")
                     continue

@@ -1,10 +1,18 @@
 """Helpers shared by the test files (one copy each): a free loopback port for
-multi-process tests, a run directory's metrics records, and the XLA flags of the suite
-and of the processes it starts."""
+multi-process tests, a run directory's metrics records, the XLA flags of the suite and
+of the processes it starts, and ``jaxcnn`` run as a user runs it (a subprocess) or in
+this process (where nothing can abort XLA and no fresh process is needed)."""
+import contextlib
+import io
 import json
 import os
 import socket
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -47,3 +55,36 @@ def xla_flags(devices: int | None = None) -> str:
     if devices is not None:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
     return " ".join(flags)
+
+
+def cli_env(drop=(), **extra) -> dict:
+    """The environment of a ``jaxcnn`` subprocess: this one's without the names in ``drop``,
+    on the CPU, without XLA's autotuning, this checkout first on PYTHONPATH and the suite's
+    XLA flags; ``extra`` on top."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(JAX_PLATFORMS="cpu", JAXCNN_XLA_TUNING="0")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("JAXCNN_TEST_PYTHONPATH"), str(ROOT),
+                                                   env.get("PYTHONPATH")) if p)
+    env["XLA_FLAGS"] = xla_flags()
+    env.update(extra)
+    return env
+
+
+def jaxcnn(*args, timeout=240, **env) -> subprocess.CompletedProcess:
+    """``jaxcnn ARGS`` in a fresh process (``cli_env(**env)``, the temp dir as cwd)."""
+    return subprocess.run([sys.executable, "-m", "jaxcnn.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=cli_env(**env), cwd=tempfile.gettempdir())
+
+
+def jaxcnn_in_process(*args) -> subprocess.CompletedProcess:
+    """``jaxcnn ARGS`` run by ``cli.main`` in this process, as a CompletedProcess. For what
+    fails before any work (argument errors, refused directories): each fresh process costs
+    ~2 s of jax start-up."""
+    from jaxcnn import cli
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as e:       # argparse's own errors
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

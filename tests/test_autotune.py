@@ -9,6 +9,7 @@ import sys
 
 import jaxlib
 import pytest
+from _helpers import cli_env
 
 from jaxcnn import dispatch
 from jaxcnn.combinators import serial
@@ -85,7 +86,8 @@ def test_an_unusable_table_is_reported_and_not_applied(tmp_path, restore_auto_ta
 
 def test_a_damaged_table_is_one_warning_of_the_command_that_uses_it(tmp_path):
     (tmp_path / "auto_table.json").write_text("{ damaged")
-    env = {**os.environ, "JAXCNN_CACHE_DIR": str(tmp_path), "JAXCNN_AUTO_TABLE": ""}
+    # (no oneDNN: a fresh cache dir would build its library, ~20 s, for nothing tested here)
+    env = cli_env(JAXCNN_CACHE_DIR=str(tmp_path), JAXCNN_AUTO_TABLE="", JAXCNN_ONEDNN="0")
     version = subprocess.run([sys.executable, "-m", "jaxcnn.cli", "--version"], env=env, capture_output=True,
                              text=True, timeout=120)
     assert version.returncode == 0 and version.stderr == ""

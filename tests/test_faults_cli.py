@@ -17,29 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
-from _helpers import free_port, xla_flags
+from _helpers import cli_env, free_port, jaxcnn, xla_flags
 
-ROOT = Path(__file__).resolve().parents[1]
 BASE = ["--dataset", "synthetic", "--no-progress", "--batch-size", "128"]  # 8 steps per epoch
-
-
-def _env(**extra):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXCNN_XLA_TUNING="0")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("JAXCNN_TEST_PYTHONPATH"), str(ROOT),
-                                                   env.get("PYTHONPATH")) if p)
-    env["XLA_FLAGS"] = xla_flags()
-    env.update(extra)
-    return env
-
-
-def jaxcnn(*args, timeout=240, **env):
-    return subprocess.run([sys.executable, "-m", "jaxcnn.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=_env(**env), cwd=tempfile.gettempdir())
 
 
 def popen(*args, **env):
     return subprocess.Popen([sys.executable, "-m", "jaxcnn.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(**env), cwd=tempfile.gettempdir())
+                            stderr=subprocess.PIPE, text=True, env=cli_env(**env), cwd=tempfile.gettempdir())
 
 
 def one_error_line(r, *fragments):

@@ -6,7 +6,6 @@ rank. Each asserts the exit status (for the command line), that stderr is one li
 without a traceback, and that the files involved are unchanged where nothing should
 change. Where the process could die (SIGBUS), the test runs it in a subprocess."""
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -15,18 +14,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _helpers import xla_flags
+from _helpers import cli_env, jaxcnn_in_process
+from _helpers import jaxcnn as _jaxcnn
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env(**extra):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXCNN_XLA_TUNING="0", JAXCNN_COMPILATION_CACHE="0")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("JAXCNN_TEST_PYTHONPATH"), str(ROOT),
-                                                   env.get("PYTHONPATH")) if p)
-    env["XLA_FLAGS"] = xla_flags()
-    env.update(extra)
-    return env
+    return cli_env(JAXCNN_COMPILATION_CACHE="0", **extra)
 
 
 def python(script, timeout=300, **env):
@@ -35,23 +29,7 @@ def python(script, timeout=300, **env):
 
 
 def jaxcnn(*args, timeout=240, **env):
-    return subprocess.run([sys.executable, "-m", "jaxcnn.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=_env(**env), cwd=tempfile.gettempdir())
-
-
-def jaxcnn_in_process(*args):
-    """``jaxcnn ARGS`` run by ``cli.main`` in this process (an argument error needs no fresh
-    process, and each one costs ~2 s of jax start-up), as a CompletedProcess."""
-    import contextlib
-    import io
-    from jaxcnn import cli
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in args])
-        except SystemExit as e:       # argparse's own errors
-            code = e.code
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    return _jaxcnn(*args, timeout=timeout, **{"JAXCNN_COMPILATION_CACHE": "0", **env})
 
 
 def stderr_lines(r):
@@ -87,12 +65,17 @@ CONV = """
 
 @pytest.fixture(scope="module")
 def built_cache(tmp_path_factory):
-    """A cache directory holding the real built library (compiled once for the module)."""
+    """A cache directory holding the real built library, copied from this process's cache
+    (built there once per source and compiler; tests/test_kernels_onednn_cache.py builds one
+    in a fresh directory), so no test here waits for the compiler."""
+    from jaxcnn.kernels.onednn import build
+    if not build.load():
+        pytest.skip(f"oneDNN does not build here: {build.reason()}")
     cache = tmp_path_factory.mktemp("onednn_cache")
-    r = python(CONV, JAXCNN_CACHE_DIR=str(cache))
-    assert r.returncode == 0, r.stderr[-2000:]
-    if not r.stdout.startswith("convolutions: oneDNN"):
-        pytest.skip(f"oneDNN does not build here: {r.stdout.strip()}")
+    so = Path(build.library_path())
+    (cache / "onednn").mkdir()
+    for path in (so, so.with_name(so.name + build.CHECKSUM_SUFFIX)):
+        shutil.copy2(path, cache / "onednn" / path.name)
     return cache
 
 
@@ -210,8 +193,8 @@ def test_damaged_compressed_files_raise_one_clear_error_and_stay_unchanged(tmp_p
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "digits"
-    r = jaxcnn("train", "--model", "digits_cnn", "--dataset", "synthetic", "--epochs", "1", "--batch-size", "128",
-               "--no-progress", "--out", out)
+    r = jaxcnn_in_process("train", "--model", "digits_cnn", "--dataset", "synthetic", "--epochs", "1",
+                          "--batch-size", "128", "--no-progress", "--out", out)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -252,24 +235,20 @@ def test_explain_argument_errors_are_one_line(run_dir, tmp_path, argv, fragment)
 
 def test_explain_occlusion_and_default_cam_target_work(run_dir, tmp_path):
     """stride == window covers every pixel once (no NaN); gradcam's default (pred) target."""
+    import jax.numpy as jnp
     import numpy as np
-    r = jaxcnn("explain", "--checkpoint", run_dir, "--out", tmp_path, "--method", "occlusion", "--window", "2",
-               "--stride", "2", "--index", "0,1")
+    from jaxcnn import inspect
+    from jaxcnn.commands.explain import load_run
+    r = jaxcnn_in_process("explain", "--checkpoint", run_dir, "--out", tmp_path, "--method", "occlusion",
+                          "--window", "2", "--stride", "2", "--index", "0,1")
     assert r.returncode == 0, r.stderr[-2000:]
     a = np.load(tmp_path / "occlusion_0.npy")
     assert a.shape == (8, 8, 1) and np.isfinite(a).all()
-    r = python(f"""
-        import jax.numpy as jnp
-        from jaxcnn.commands.explain import load_run
-        from jaxcnn import inspect
-        config, model, params, state, test = load_run({str(run_dir)!r})
-        x = jnp.asarray(test.images[:3])
-        for m in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"):
-            cam = inspect.grad_cam(model, params, state, x, "conv2", method=m)
-            assert cam.shape[0] == 3 and bool(jnp.isfinite(cam).all()), m
-        print("ok")
-    """)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+    config, model, params, state, test = load_run(str(run_dir))
+    x = jnp.asarray(test.images[:3])
+    for m in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"):
+        cam = inspect.grad_cam(model, params, state, x, "conv2", method=m)
+        assert cam.shape[0] == 3 and bool(jnp.isfinite(cam).all()), m
 
 
 @pytest.mark.parametrize("argv, fragment", [

@@ -3,21 +3,18 @@ sets (the ones jax's cluster detection reads) and no ``--coordinator`` flags, tw
 ``jaxcnn train`` processes on 127.0.0.1 form one run and reach the parameters of one
 process training on the same global batches; the detection itself and its refusals."""
 import json
-import os
 import random
 import socket
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import xla_flags
+from _helpers import cli_env, xla_flags
 
 from jaxcnn.train import distributed
 
-ROOT = Path(__file__).resolve().parents[1]
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
               "SLURM_STEP_NUM_NODES", "JAX_COORDINATOR_PORT", "JAX_COORDINATOR_ADDRESS")
 # jax's SLURM detector puts the coordinator on port job_id % 4096 + FIRST_PORT
@@ -88,12 +85,7 @@ def _free_slurm_port():
 
 
 def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in SLURM_VARS}
-    env.update(JAX_PLATFORMS="cpu", JAXCNN_XLA_TUNING="0", JAXCNN_AUTO_TABLE="0")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("JAXCNN_TEST_PYTHONPATH"), str(ROOT),
-                                                   env.get("PYTHONPATH")) if p)
-    env.update(extra)
-    return env
+    return cli_env(drop=SLURM_VARS, JAXCNN_AUTO_TABLE="0", **extra)
 
 
 TRAIN = ["train", "--dataset", "synthetic", "--no-progress", "--batch-size", "128", "--epochs", "1",
