@@ -66,7 +66,8 @@ COMPILE_TIMEOUT_S = 300
 CHECKSUM_SUFFIX = ".sha256"
 FAILED_BUILDS = "failed_builds.json"
 # compiler output meaning the machine, not the compiler or source, failed: not remembered
-TRANSIENT = ("No space left on device", "Disk quota exceeded", "Cannot allocate memory", "Killed signal")
+TRANSIENT = ("No space left on device", "Disk quota exceeded", "File size limit exceeded", "Cannot allocate memory",
+             "Killed signal")
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
