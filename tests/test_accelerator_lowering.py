@@ -6,8 +6,8 @@ a custom call without jax's compatibility guarantee -- "auto"'s oneDNN convoluti
 such calls on CPU (checked below as the control) -- and the lowered module is searched
 for jaxcnn's own targets as well.
 
-Small inputs keep it cheap; a representative subset runs by default, the rest of the
-zoo under ``-m slow``.
+Small inputs keep it cheap; a representative subset runs by default (every FAST model on
+CUDA, two of them on every platform and parallelism), the rest under ``-m slow``.
 """
 import functools
 import re
@@ -88,9 +88,19 @@ def test_on_cpu_the_default_step_holds_onednn_calls_that_export_refuses():
         jax.export.export(step, platforms=["cpu"])(*args)
 
 
-@pytest.mark.parametrize("parallel", ["none", "sharded"])
-@pytest.mark.parametrize("platform", ["cuda", "tpu"])
-@pytest.mark.parametrize("name", FAST)
+def _combinations():
+    """Every (model, platform, parallel) of FAST; by default each model on CUDA, one device,
+    and two models on every combination; the rest under ``-m slow``."""
+    every = ("fmnist_cnn", "mobilenet_v2")
+    for name in FAST:
+        for platform in ("cuda", "tpu"):
+            for parallel in ("none", "sharded"):
+                fast = name in every or (platform, parallel) == ("cuda", "none")
+                yield pytest.param(name, platform, parallel, marks=() if fast else pytest.mark.slow,
+                                   id=f"{name}-{platform}-{parallel}")
+
+
+@pytest.mark.parametrize("name, platform, parallel", list(_combinations()))
 def test_default_step_lowers_for_accelerators(name, platform, parallel):
     check_lowers(name, platform, parallel)
 
