@@ -43,16 +43,23 @@ def test_int8_path_really_multiplies_int8_and_matches_fake_quant():
     net, params, state, calib = _setup()
     q = compress.calibrate(net, params, state, calib)
     run = jax.jit(lambda q_, p, s, x: compress.int8_apply(net, q_, p, s, x))
-    hlo = run.lower(q, params, state, calib[0]).as_text()
+    unfused = jax.jit(lambda q_, p, s, x: compress.int8_apply(net, q_, p, s, x, fused=False))
+    hlo = unfused.lower(q, params, state, calib[0]).as_text()
     # two int8 convolutions (oneDNN's custom call on CPU, else lax's), int32 results
     convs = hlo.count("stablehlo.convolution") + hlo.count("@jaxcnn_onednn_conv_forward_s8")
     assert convs == 2 and "xi8>" in hlo
     assert all(f"-> tensor<{s}xi32>" in hlo for s in ("8x10x10x8", "8x3x3x6", "8x5"))
+    # fused (the default): the epilogues run inside oneDNN's int8 calls on CPU, int8 between layers
+    fused_hlo = run.lower(q, params, state, calib[0]).as_text()
+    if "@jaxcnn_onednn_conv_s8_fused" in fused_hlo:
+        assert fused_hlo.count("@jaxcnn_onednn_conv_s8_fused") == 2 and "xi32>" not in fused_hlo
+        assert all(f"-> tensor<{s}xi8>" in fused_hlo for s in ("8x10x10x8", "8x3x3x6"))
     x = calib[1]
     ours = np.asarray(run(q, params, state, x))
     fake = np.asarray(jax.jit(lambda *a: compress.fake_int8_apply(net, *a))(q, params, state, x))
     floats = np.asarray(net.apply(params, state, x)[0])
     scale = np.abs(fake).max()
+    assert np.abs(ours - np.asarray(unfused(q, params, state, x))).max() <= 1e-3 * scale
     # same integers -> only float summation order differs (a rare input flips one level)
     assert np.abs(ours - fake).max() <= 1e-3 * scale
     # and quantisation itself changes the float result visibly but slightly

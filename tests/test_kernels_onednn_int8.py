@@ -1,7 +1,10 @@
 """kernels.onednn.int8: oneDNN's int8 x int8 -> int32 convolution and matrix product
 give exactly lax's integers (the sums are exact in int32, so any difference is a bug,
 not rounding), and the int8 inference path of compress takes them on CPU with results
-identical to the lax integer path it replaces."""
+identical to the lax integer path it replaces. The fused calls (rescale, epilogue and
+the next input's quantisation inside oneDNN) equal the same float32 ops in XLA on those
+integers to float rounding, within one quantisation step for an int8 result; the fused
+network equals the unfused one and fake_int8_apply within the same bounds."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +14,7 @@ from jax import lax
 from jaxcnn import compress
 from jaxcnn.combinators import serial
 from jaxcnn.compress import int8 as int8_path
+from jaxcnn.compress.quantize import QParams, fake_quant, quantize
 from jaxcnn.kernels import onednn
 from jaxcnn.kernels.onednn import int8 as onednn_int8
 from jaxcnn.layers import BatchNorm, Conv, Dense, Flatten, MaxPool, Relu
@@ -83,8 +87,8 @@ def test_int8_inference_takes_onednn_and_equals_the_lax_integer_path(monkeypatch
     q = compress.calibrate(net, params, state, calib)
     assert "dw/weight" in q["weights"]
 
-    def run():
-        return jax.jit(lambda q_, p, s, x: compress.int8_apply(net, q_, p, s, x))
+    def run():     # the unfused path: int32 results, the same integers as lax's
+        return jax.jit(lambda q_, p, s, x: compress.int8_apply(net, q_, p, s, x, fused=False))
     hlo = run().lower(q, params, state, calib[1]).as_text()
     assert hlo.count("jaxcnn_onednn_conv_forward_s8") == 3 and hlo.count("jaxcnn_onednn_matmul_s8") == 1
     assert "stablehlo.convolution" not in hlo
@@ -94,3 +98,221 @@ def test_int8_inference_takes_onednn_and_equals_the_lax_integer_path(monkeypatch
     lax_hlo = run().lower(q, params, state, calib[1]).as_text()
     assert lax_hlo.count("stablehlo.convolution") == 3 and "jaxcnn_onednn" not in lax_hlo
     np.testing.assert_array_equal(ours, np.asarray(run()(q, params, state, calib[1])))
+
+
+# ------------------------------------------------------------------ fused int8 calls
+EPILOGUES = [(), ("bias",), ("relu",), ("bias", "relu"), ("bias", "relu", "mul", "add"),
+             ("add", "relu", "sub", "mul", "mul", "add"), ("bias", "relu", "max", "min", "div")]
+
+
+def _reference_epilogue(acc, scale, ops, vectors, out_scale):
+    """The fused call's contract in XLA: int32 sums times scale, then ops in order, then
+    (out_scale given) compress's own input quantisation."""
+    v = acc.astype(jnp.float32) * scale
+    rows = iter(vectors if vectors is not None else [])
+    binary = {"bias": jnp.add, "add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply, "div": jnp.divide,
+              "max": jnp.maximum, "min": jnp.minimum}
+    for op in ops:
+        v = jnp.maximum(v, 0.0) if op == "relu" else binary[op](v, next(rows))
+    if out_scale is None:
+        return v
+    return quantize(v, QParams(out_scale, jnp.zeros((), jnp.int32), 8, None))
+
+
+def _epilogue_operands(rng, ops, channels, typical):
+    """A per-channel scale that makes the rescaled sums about 1, and one row per binary op
+    (divisors and multipliers away from zero)."""
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, channels) / typical, jnp.float32)
+    rows = []
+    for op in ops:
+        if op == "relu":
+            continue
+        row = rng.uniform(0.5, 2.0, channels) * rng.choice([-1, 1], channels) if op in ("mul", "div") else \
+            rng.standard_normal(channels)
+        rows.append(row)
+    return scale, (jnp.asarray(np.stack(rows), jnp.float32) if rows else None)
+
+
+def _assert_fused_equals(ours, ref, out_scale):
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype
+    if out_scale is None:     # float32 ops on exact integers: float rounding (an FMA) at most
+        np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+        return
+    # the same float32 value quantised: one step apart where it lies within rounding of a
+    # half step, which almost never happens
+    diff = np.abs(ours.astype(np.int32) - ref.astype(np.int32))
+    assert diff.max() <= 1 and diff.mean() < 1e-3, (diff.max(), diff.mean())
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,pads,dilation,groups", CASES)
+def test_fused_conv_with_unit_scale_is_the_int32_sums_exactly(x_shape, w_shape, stride, pads, dilation, groups):
+    rng = np.random.default_rng(3)
+    x, w = _ints(rng, x_shape), _ints(rng, w_shape)
+    geo = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
+    acc = jax.jit(lambda x, w: onednn_int8.conv_int8(x, w, **geo))(x, w)
+    ours = jax.jit(lambda x, w: onednn_int8.conv_int8_fused(x, w, jnp.float32(1), **geo))(x, w)
+    assert ours.dtype == jnp.float32     # every |sum| < 2**24: exact in float32
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(acc).astype(np.float32))
+
+
+@pytest.mark.parametrize("ops", EPILOGUES, ids=lambda ops: "-".join(ops) or "none")
+@pytest.mark.parametrize("int8_result", [False, True], ids=["f32", "s8"])
+@pytest.mark.parametrize("case", [0, 1, 2, 3, 4], ids=["3x3", "grouped-strided", "depthwise", "1d", "3d"])
+def test_fused_conv_epilogue_is_the_same_ops_in_xla(case, ops, int8_result):
+    x_shape, w_shape, stride, pads, dilation, groups = CASES[case]
+    rng = np.random.default_rng(4)
+    x, w = _ints(rng, x_shape), _ints(rng, w_shape)
+    geo = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
+    typical = 64.0 * np.sqrt(np.prod(w_shape[:-1]))
+    scale, vectors = _epilogue_operands(rng, ops, w_shape[-1], typical)
+    out_scale = jnp.float32(0.02) if int8_result else None
+    ours = jax.jit(lambda x, w, s, v: onednn_int8.conv_int8_fused(x, w, s, ops, v, out_scale, **geo))(
+        x, w, scale, vectors)
+    acc = onednn_int8.conv_int8(x, w, **geo)
+    _assert_fused_equals(ours, _reference_epilogue(acc, scale, ops, vectors, out_scale), out_scale)
+
+
+@pytest.mark.parametrize("ops", EPILOGUES, ids=lambda ops: "-".join(ops) or "none")
+@pytest.mark.parametrize("int8_result", [False, True], ids=["f32", "s8"])
+@pytest.mark.parametrize("m,k,n", [(8, 33, 7), (128, 3136, 128)])
+def test_fused_matmul_epilogue_is_the_same_ops_in_xla(m, k, n, ops, int8_result):
+    rng = np.random.default_rng(5)
+    a, b = _ints(rng, (m, k)), _ints(rng, (k, n))
+    scale, vectors = _epilogue_operands(rng, ops, n, 64.0 * np.sqrt(k))
+    out_scale = jnp.float32(0.02) if int8_result else None
+    ours = jax.jit(lambda a, b, s, v: onednn_int8.matmul_int8_fused(a, b, s, ops, v, out_scale))(a, b, scale, vectors)
+    acc = lax.dot(a, b, preferred_element_type=jnp.int32)
+    _assert_fused_equals(ours, _reference_epilogue(acc, scale, ops, vectors, out_scale), out_scale)
+
+
+def test_fused_int8_result_saturates_and_rounds_half_to_even_like_quantize():
+    """oneDNN's s8 destination: round half to even of v * (1 / scale), saturated to
+    [-128, 127] -- compress.quantize's integers, ties and clipping included."""
+    # a 1x1 "convolution" with one input channel: v = x * w * scale exactly
+    x = jnp.asarray(np.arange(-128, 128).reshape(1, 256, 1, 1), jnp.int8)
+    w = jnp.ones((1, 1, 1, 1), jnp.int8)
+    geo = dict(stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1))
+    for scale, out_scale in [(2.5, 1.0), (0.5, 1.0), (3.0, 2.0)]:    # ties (x.5), clipping beyond +-127.5
+        ours = onednn_int8.conv_int8_fused(x, w, jnp.float32(scale), out_scale=jnp.float32(out_scale), **geo)
+        ref = _reference_epilogue(x.astype(jnp.int32), jnp.float32(scale), (), None, jnp.float32(out_scale))
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
+
+
+def test_fused_calls_refuse_malformed_epilogues():
+    rng = np.random.default_rng(6)
+    a, b = _ints(rng, (4, 5)), _ints(rng, (5, 3))
+    with pytest.raises(ValueError, match="unknown epilogue ops"):
+        onednn_int8.matmul_int8_fused(a, b, 1.0, ("gelu",))
+    with pytest.raises(ValueError, match="vectors must be"):
+        onednn_int8.matmul_int8_fused(a, b, 1.0, ("add",))
+    with pytest.raises(ValueError, match="first epilogue op"):
+        onednn_int8.matmul_int8_fused(a, b, 1.0, ("relu", "bias"), jnp.zeros((1, 3)))
+
+
+# ------------------------------------------------------------------ the fused network
+def _plan(f, *shapes):
+    """int8_path's fusion plan of ``f(w, *rest)`` traced on float32 ``shapes``, ``w`` the kernel."""
+    closed = jax.make_jaxpr(f)(*(jnp.zeros(s, jnp.float32) for s in shapes))
+    plan = int8_path._plan_fusions(closed.jaxpr, {closed.jaxpr.invars[0]: "w"})
+    return [(f.ops, f.quantise_for) for f in plan.values()]
+
+
+def test_the_plan_fuses_exactly_the_per_channel_epilogue():
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def conv(x, w):
+        return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
+    shapes = ((3, 3, 4, 4), (4,), (2, 6, 6, 4))
+    # bias, jax.nn.relu (a custom_jvp of max), a batch norm's four ops
+    bn = lambda w, b, x: (jax.nn.relu(conv(x, w) + b) - b) * lax.rsqrt(b * b + 1.0) * b + b  # noqa: E731
+    assert _plan(bn, *shapes) == [(("add", "relu", "sub", "mul", "mul", "add"), None)]
+    # a constant on the left of a subtraction, a full-size operand, a second use: not fused past them
+    assert _plan(lambda w, b, x: 1.0 - conv(x, w) + b, *shapes) == [((), None)]
+    assert _plan(lambda w, b, x: conv(x, w) * b + x, *shapes) == [(("mul",), None)]
+
+    def used_twice(w, b, x):
+        y = conv(x, w)
+        return (y + b) * y
+    assert _plan(used_twice, *shapes) == [((), None)]
+
+    def two(w, b, x):    # the result quantised for the next product: through a max pool and a reshape
+        y = lax.reduce_window(jnp.maximum(conv(x, w), 0.0), -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        return conv(y, w)
+    assert _plan(two, *shapes) == [(("relu",), "w"), ((), None)]
+    # an output of the network stays float32
+    assert _plan(lambda w, b, x: (conv(x, w), jnp.maximum(conv(x, w), 0.0)), *shapes) == [((), None), (("relu",), None)]
+
+
+def _calibrated(net, shape, batch=8, seed=0):
+    params, state = net.init(jax.random.PRNGKey(seed), (1, *shape))[-2:]   # a Layer's or a Model's init
+    calib = [np.asarray(jax.random.normal(jax.random.PRNGKey(i), (batch, *shape))) for i in range(2)]
+    return params, state, calib, compress.calibrate(net, params, state, calib)
+
+
+def test_fused_network_equals_unfused_and_fake_quant_within_a_step():
+    net = _net()
+    params, state, calib, q = _calibrated(net, (10, 10, 3))
+
+    def run(fused):
+        return jax.jit(lambda q_, p, s, x: compress.int8_apply(net, q_, p, s, x, fused=fused))
+    hlo = run(True).lower(q, params, state, calib[1]).as_text()
+    # conv1 -> relu -> bn -> pool feeds dw, dw feeds conv2, conv2 -> relu -> flatten feeds fc:
+    # each quantised for its consumer inside oneDNN; only the logits are float32
+    assert hlo.count("@jaxcnn_onednn_conv_s8_fused") == 3 and hlo.count("@jaxcnn_onednn_matmul_s8_fused") == 1
+    assert "_forward_s8" not in hlo and "matmul_s8(" not in hlo and "stablehlo.convolution" not in hlo
+    assert all(f"-> tensor<{s}xi8>" in hlo for s in ("8x10x10x8", "8x5x5x8", "8x3x3x6"))
+    ours, unfused = np.asarray(run(True)(q, params, state, calib[1])), np.asarray(run(False)(q, params, state, calib[1]))
+    fake = np.asarray(jax.jit(lambda *a: compress.fake_int8_apply(net, *a))(q, params, state, calib[1]))
+    scale = np.abs(fake).max()
+    # the same integers up to a rare one-step flip of a rounding tie: within what one step moves
+    assert np.abs(ours - unfused).max() <= 1e-3 * scale and np.abs(ours - fake).max() <= 1e-3 * scale
+    np.testing.assert_array_equal(ours.argmax(-1), fake.argmax(-1))
+
+
+def _product_inputs(monkeypatch, fn):
+    """(fn(), the int8 input of every kernel product in order): the integers int8_apply
+    multiplies, or the levels fake_int8_apply's input fake quantisation rounds to."""
+    seen = []
+
+    def recording(original):
+        def product(eqn, x_int, *rest):
+            seen.append(np.asarray(x_int))
+            return original(eqn, x_int, *rest)
+        return product
+
+    def recording_fake_quant(x, q):
+        if q.axis is None:     # an input's per-tensor quantisation, not a kernel's
+            seen.append(np.asarray(quantize(x, q)))
+        return fake_quant(x, q)
+    monkeypatch.setattr(int8_path, "_int32_product", recording(int8_path._int32_product))
+    monkeypatch.setattr(int8_path, "_fused_product", recording(int8_path._fused_product))
+    monkeypatch.setattr(int8_path, "fake_quant", recording_fake_quant)
+    out = np.asarray(fn())
+    monkeypatch.undo()
+    return out, seen
+
+
+def test_int8_fmnist_cnn_is_fused_calls_within_a_step_of_fake_quant(monkeypatch):
+    from jaxcnn import models
+    model = models.create("fmnist_cnn")
+    params, state, calib, q = _calibrated(model, (28, 28, 1), batch=16)
+    x = calib[1]
+    hlo = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v)).lower(q, params, state, x).as_text()
+    assert hlo.count("@jaxcnn_onednn_conv_s8_fused") == 4 and hlo.count("@jaxcnn_onednn_matmul_s8_fused") == 2
+    # the float glue is gone: int8 between the layers (max pools on int8), float32 logits
+    assert all(f"-> tensor<{s}xi8>" in hlo for s in ("16x28x28x32", "16x14x14x64", "16x512"))
+    assert "-> tensor<16x10xf32>" in hlo and "stablehlo.convolution" not in hlo
+    ours, ints = _product_inputs(monkeypatch, lambda: compress.int8_apply(model, q, params, state, x))
+    unfused, unfused_ints = _product_inputs(
+        monkeypatch, lambda: compress.int8_apply(model, q, params, state, x, fused=False))
+    fake, fake_ints = _product_inputs(monkeypatch, lambda: compress.fake_int8_apply(model, q, params, state, x))
+    assert len(ints) == len(unfused_ints) == len(fake_ints) == 6
+    # every product's int8 input within one step of the unfused path's and of the simulation's
+    # (fake quant's float32 convolutions sum in another order: a few inputs flip a level)
+    for ours_i, other in [(a, b) for a, b in zip(ints, unfused_ints)] + list(zip(ints, fake_ints)):
+        diff = np.abs(ours_i.astype(np.int32) - other.astype(np.int32))
+        assert diff.max() <= 1 and diff.mean() < 1e-2, (ours_i.shape, diff.max(), diff.mean())
+    assert np.abs(ours - unfused).max() <= 1e-5 * np.abs(unfused).max()
+    assert np.abs(ours - fake).max() <= 1e-2 * np.abs(fake).max()
+    np.testing.assert_array_equal(ours.argmax(-1), fake.argmax(-1))

@@ -61,6 +61,8 @@ TARGETS = {
     "jaxcnn_onednn_conv_weight_grad_bf16": "JaxcnnOnednnConvWeightGradBf16",
     "jaxcnn_onednn_conv_forward_s8": "JaxcnnOnednnConvForwardS8",
     "jaxcnn_onednn_matmul_s8": "JaxcnnOnednnMatmulS8",
+    "jaxcnn_onednn_conv_s8_fused": "JaxcnnOnednnConvS8Fused",
+    "jaxcnn_onednn_matmul_s8_fused": "JaxcnnOnednnMatmulS8Fused",
 }
 COMPILE_TIMEOUT_S = 300
 CHECKSUM_SUFFIX = ".sha256"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import build
 from .conv import geometry_attribute
@@ -47,6 +48,15 @@ def matmul_applies(a, b) -> bool:
     return _on_cpu() and build.load()
 
 
+def _conv_out_shape(x, w, stride, pads, dilation) -> tuple:
+    """``(N, *out_spatial, O)`` of a convolution of ``x`` (N, *spatial, C) with ``w``."""
+    spatial = []
+    for i, (size, k) in enumerate(zip(x.shape[1:-1], w.shape[:-2])):
+        span = dilation[i] * (k - 1) + 1
+        spatial.append((size + pads[i][0] + pads[i][1] - span) // stride[i] + 1)
+    return (x.shape[0], *spatial, w.shape[-1])
+
+
 def conv_int8(x, w, *, stride, pads, dilation, groups: int = 1):
     """The int32 convolution of int8 ``x`` (N, *spatial, C) with int8 ``w`` (*kernel,
     C/groups, O): ``stride`` and ``dilation`` per spatial dim, ``pads`` a ``(lo, hi)``
@@ -54,11 +64,7 @@ def conv_int8(x, w, *, stride, pads, dilation, groups: int = 1):
     :func:`conv_applies`."""
     stride, dilation = tuple(int(s) for s in stride), tuple(int(d) for d in dilation)
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    spatial = []
-    for i, (size, k) in enumerate(zip(x.shape[1:-1], w.shape[:-2])):
-        span = dilation[i] * (k - 1) + 1
-        spatial.append((size + pads[i][0] + pads[i][1] - span) // stride[i] + 1)
-    out = jax.ShapeDtypeStruct((x.shape[0], *spatial, w.shape[-1]), jnp.int32)
+    out = jax.ShapeDtypeStruct(_conv_out_shape(x, w, stride, pads, dilation), jnp.int32)
     return jax.ffi.ffi_call("jaxcnn_onednn_conv_forward_s8", out, vmap_method="sequential")(
         x, w, geometry=geometry_attribute(groups, stride, dilation, pads))
 
@@ -69,3 +75,58 @@ def matmul_int8(a, b):
     out = jax.ShapeDtypeStruct((a.shape[0], b.shape[1]), jnp.int32)
     return jax.ffi.ffi_call("jaxcnn_onednn_matmul_s8", out, vmap_method="sequential")(a, b)
 
+
+
+# The epilogue ops a fused product applies after its rescale, in order (conv.cc's
+# EpilogueCode): "relu", or a binary op with one float32 value per output channel; "bias"
+# (first only) adds its row through oneDNN's bias argument, cheaper than a binary "add".
+EPILOGUE_OPS = {"relu": 0, "add": 1, "sub": 2, "mul": 3, "div": 4, "max": 5, "min": 6, "bias": 7}
+
+
+def _epilogue_operands(ops, vectors, scale, out_scale, channels: int):
+    """(codes attribute, float32 scale (C,), vectors (binary ops, C), dst scale (1,)) of a
+    fused call; ValueError for an unknown op or a wrong number of vectors."""
+    unknown = [op for op in ops if op not in EPILOGUE_OPS]
+    if unknown:
+        raise ValueError(f"fused int8: unknown epilogue ops {unknown}; choose from {sorted(EPILOGUE_OPS)}")
+    if "bias" in ops[1:]:
+        raise ValueError(f"fused int8: \"bias\" may only be the first epilogue op, got {tuple(ops)}")
+    rows = sum(op != "relu" for op in ops)
+    vectors = jnp.zeros((0, channels), jnp.float32) if vectors is None else jnp.asarray(vectors, jnp.float32)
+    if vectors.shape != (rows, channels):
+        raise ValueError(f"fused int8: vectors must be ({rows}, {channels}) for ops {tuple(ops)}, "
+                         f"got {vectors.shape}")
+    dst_scale = jnp.ones((1,), jnp.float32) if out_scale is None else \
+        jnp.reshape(jnp.asarray(out_scale, jnp.float32), (1,))
+    codes = np.array([EPILOGUE_OPS[op] for op in ops], dtype=np.int64)
+    return codes, jnp.broadcast_to(jnp.asarray(scale, jnp.float32), (channels,)), vectors, dst_scale
+
+
+def _fused_result(shape, out_scale):
+    return jax.ShapeDtypeStruct(shape, jnp.float32 if out_scale is None else jnp.int8)
+
+
+def conv_int8_fused(x, w, scale, ops=(), vectors=None, out_scale=None, *, stride, pads, dilation, groups: int = 1):
+    """:func:`conv_int8` with its epilogue inside oneDNN: the int32 sums times ``scale``
+    (float32, one per output channel, or a scalar), then ``ops`` in order -- ``"relu"`` or
+    a binary op of :data:`EPILOGUE_OPS` with the next row of ``vectors`` (float32,
+    ``(binary ops, O)``: ``v = v op row[channel]``). Result float32 ``(N, *out_spatial, O)``;
+    with ``out_scale`` (a float32 scalar) int8: ``clip(round_half_even(v * (1 /
+    out_scale)), -128, 127)``, :func:`jaxcnn.compress.quantize.quantize`'s integers. Only
+    where :func:`conv_applies`."""
+    stride, dilation = tuple(int(s) for s in stride), tuple(int(d) for d in dilation)
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    codes, scale, vectors, dst_scale = _epilogue_operands(ops, vectors, scale, out_scale, w.shape[-1])
+    out = _fused_result(_conv_out_shape(x, w, stride, pads, dilation), out_scale)
+    return jax.ffi.ffi_call("jaxcnn_onednn_conv_s8_fused", out, vmap_method="sequential")(
+        x, w, scale, vectors, dst_scale, geometry=geometry_attribute(groups, stride, dilation, pads), epilogue=codes)
+
+
+def matmul_int8_fused(a, b, scale, ops=(), vectors=None, out_scale=None):
+    """:func:`matmul_int8` with its epilogue inside oneDNN (``scale``, ``ops``, ``vectors``
+    and ``out_scale`` as in :func:`conv_int8_fused`, one value per column of ``b``):
+    ``(M, N)`` float32, or int8 with ``out_scale``. Only where :func:`matmul_applies`."""
+    codes, scale, vectors, dst_scale = _epilogue_operands(ops, vectors, scale, out_scale, b.shape[1])
+    out = _fused_result((a.shape[0], b.shape[1]), out_scale)
+    return jax.ffi.ffi_call("jaxcnn_onednn_matmul_s8_fused", out, vmap_method="sequential")(
+        a, b, scale, vectors, dst_scale, epilogue=codes)
