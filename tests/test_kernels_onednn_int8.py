@@ -102,10 +102,11 @@ def test_int8_inference_takes_onednn_and_equals_the_lax_integer_path(monkeypatch
 
 # ------------------------------------------------------------------ fused int8 calls
 EPILOGUES = [(), ("bias",), ("relu",), ("bias", "relu"), ("bias", "relu", "mul", "add"),
-             ("add", "relu", "sub", "mul", "mul", "add"), ("bias", "relu", "max", "min", "div")]
+             ("add", "relu", "sub", "mul", "mul", "add"), ("bias", "relu", "max", "min", "div"),
+             ("bias", "add_tensor", "relu"), ("add_tensor",)]
 
 
-def _reference_epilogue(acc, scale, ops, vectors, out_scale):
+def _reference_epilogue(acc, scale, ops, vectors, out_scale, tensor=None):
     """The fused call's contract in XLA: int32 sums times scale, then ops in order, then
     (out_scale given) compress's own input quantisation."""
     v = acc.astype(jnp.float32) * scale
@@ -113,7 +114,12 @@ def _reference_epilogue(acc, scale, ops, vectors, out_scale):
     binary = {"bias": jnp.add, "add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply, "div": jnp.divide,
               "max": jnp.maximum, "min": jnp.minimum}
     for op in ops:
-        v = jnp.maximum(v, 0.0) if op == "relu" else binary[op](v, next(rows))
+        if op == "relu":
+            v = jnp.maximum(v, 0.0)
+        elif op == "add_tensor":
+            v = v + tensor
+        else:
+            v = binary[op](v, next(rows))
     if out_scale is None:
         return v
     return quantize(v, QParams(out_scale, jnp.zeros((), jnp.int32), 8, None))
@@ -125,7 +131,7 @@ def _epilogue_operands(rng, ops, channels, typical):
     scale = jnp.asarray(rng.uniform(0.5, 1.5, channels) / typical, jnp.float32)
     rows = []
     for op in ops:
-        if op == "relu":
+        if op in ("relu", "add_tensor"):
             continue
         row = rng.uniform(0.5, 2.0, channels) * rng.choice([-1, 1], channels) if op in ("mul", "div") else \
             rng.standard_normal(channels)
@@ -167,10 +173,11 @@ def test_fused_conv_epilogue_is_the_same_ops_in_xla(case, ops, int8_result):
     typical = 64.0 * np.sqrt(np.prod(w_shape[:-1]))
     scale, vectors = _epilogue_operands(rng, ops, w_shape[-1], typical)
     out_scale = jnp.float32(0.02) if int8_result else None
-    ours = jax.jit(lambda x, w, s, v: onednn_int8.conv_int8_fused(x, w, s, ops, v, out_scale, **geo))(
-        x, w, scale, vectors)
     acc = onednn_int8.conv_int8(x, w, **geo)
-    _assert_fused_equals(ours, _reference_epilogue(acc, scale, ops, vectors, out_scale), out_scale)
+    tensor = jnp.asarray(rng.standard_normal(acc.shape), jnp.float32) if "add_tensor" in ops else None
+    ours = jax.jit(lambda x, w, s, v, t: onednn_int8.conv_int8_fused(x, w, s, ops, v, out_scale, tensor=t, **geo))(
+        x, w, scale, vectors, tensor)
+    _assert_fused_equals(ours, _reference_epilogue(acc, scale, ops, vectors, out_scale, tensor), out_scale)
 
 
 @pytest.mark.parametrize("ops", EPILOGUES, ids=lambda ops: "-".join(ops) or "none")
@@ -181,9 +188,11 @@ def test_fused_matmul_epilogue_is_the_same_ops_in_xla(m, k, n, ops, int8_result)
     a, b = _ints(rng, (m, k)), _ints(rng, (k, n))
     scale, vectors = _epilogue_operands(rng, ops, n, 64.0 * np.sqrt(k))
     out_scale = jnp.float32(0.02) if int8_result else None
-    ours = jax.jit(lambda a, b, s, v: onednn_int8.matmul_int8_fused(a, b, s, ops, v, out_scale))(a, b, scale, vectors)
+    tensor = jnp.asarray(rng.standard_normal((m, n)), jnp.float32) if "add_tensor" in ops else None
+    ours = jax.jit(lambda a, b, s, v, t: onednn_int8.matmul_int8_fused(a, b, s, ops, v, out_scale, tensor=t))(
+        a, b, scale, vectors, tensor)
     acc = lax.dot(a, b, preferred_element_type=jnp.int32)
-    _assert_fused_equals(ours, _reference_epilogue(acc, scale, ops, vectors, out_scale), out_scale)
+    _assert_fused_equals(ours, _reference_epilogue(acc, scale, ops, vectors, out_scale, tensor), out_scale)
 
 
 def test_fused_int8_result_saturates_and_rounds_half_to_even_like_quantize():
@@ -208,6 +217,10 @@ def test_fused_calls_refuse_malformed_epilogues():
         onednn_int8.matmul_int8_fused(a, b, 1.0, ("add",))
     with pytest.raises(ValueError, match="first epilogue op"):
         onednn_int8.matmul_int8_fused(a, b, 1.0, ("relu", "bias"), jnp.zeros((1, 3)))
+    with pytest.raises(ValueError, match="add_tensor"):
+        onednn_int8.matmul_int8_fused(a, b, 1.0, ("add_tensor",), tensor=jnp.zeros((4, 4)))
+    with pytest.raises(ValueError, match="add_tensor"):
+        onednn_int8.matmul_int8_fused(a, b, 1.0, (), tensor=jnp.zeros((4, 3)))
 
 
 # ------------------------------------------------------------------ the fused network
@@ -227,9 +240,16 @@ def test_the_plan_fuses_exactly_the_per_channel_epilogue():
     # bias, jax.nn.relu (a custom_jvp of max), a batch norm's four ops
     bn = lambda w, b, x: (jax.nn.relu(conv(x, w) + b) - b) * lax.rsqrt(b * b + 1.0) * b + b  # noqa: E731
     assert _plan(bn, *shapes) == [(("add", "relu", "sub", "mul", "mul", "add"), None)]
-    # a constant on the left of a subtraction, a full-size operand, a second use: not fused past them
+    # a constant on the left of a subtraction, an operand that is neither per channel nor the
+    # result's shape, a second use: not fused past them
     assert _plan(lambda w, b, x: 1.0 - conv(x, w) + b, *shapes) == [((), None)]
-    assert _plan(lambda w, b, x: conv(x, w) * b + x, *shapes) == [(("mul",), None)]
+    assert _plan(lambda w, b, x: conv(x, w) * b + x[:, :1], *shapes) == [(("mul",), None)]
+    # a residual add of a float32 tensor shaped like the result (once), then relu
+    assert _plan(lambda w, b, x: jnp.maximum(conv(x, w) * b + x + x, 0.0), *shapes) == [(("mul", "add_tensor"), None)]
+    assert _plan(lambda w, b, x: jnp.maximum(x + conv(x, w), 0.0), *shapes) == [(("add_tensor", "relu"), None)]
+    # two products meeting in one add: the first traced takes it
+    assert _plan(lambda w, b, x: jnp.maximum(conv(x, w) + conv(x * 2.0, w), 0.0), *shapes) == \
+        [(("add_tensor", "relu"), None), ((), None)]
 
     def used_twice(w, b, x):
         y = conv(x, w)
@@ -270,27 +290,30 @@ def test_fused_network_equals_unfused_and_fake_quant_within_a_step():
     np.testing.assert_array_equal(ours.argmax(-1), fake.argmax(-1))
 
 
-def _product_inputs(monkeypatch, fn):
-    """(fn(), the int8 input of every kernel product in order): the integers int8_apply
-    multiplies, or the levels fake_int8_apply's input fake quantisation rounds to."""
+def _product_inputs(monkeypatch, fn, x):
+    """(fn(x), [(key, int8 input)] of every kernel product in the order computed), under
+    jit: the integers int8_apply multiplies (key: the int8 kernel's id -- ``fn`` closes over
+    the quantisation parameters -- as the fused path computes a product at the end of its
+    epilogue, out of the traced order), or the levels fake_int8_apply's input fake
+    quantisation rounds to (key: the traced order)."""
     seen = []
 
     def recording(original):
-        def product(eqn, x_int, *rest):
-            seen.append(np.asarray(x_int))
-            return original(eqn, x_int, *rest)
+        def product(eqn, x_int, w_int, *rest):
+            seen.append((id(w_int), x_int))
+            return original(eqn, x_int, w_int, *rest)
         return product
 
-    def recording_fake_quant(x, q):
+    def recording_fake_quant(v, q):
         if q.axis is None:     # an input's per-tensor quantisation, not a kernel's
-            seen.append(np.asarray(quantize(x, q)))
-        return fake_quant(x, q)
+            seen.append((len(seen), quantize(v, q)))
+        return fake_quant(v, q)
     monkeypatch.setattr(int8_path, "_int32_product", recording(int8_path._int32_product))
     monkeypatch.setattr(int8_path, "_fused_product", recording(int8_path._fused_product))
     monkeypatch.setattr(int8_path, "fake_quant", recording_fake_quant)
-    out = np.asarray(fn())
+    out, found = jax.jit(lambda v: (fn(v), [a for _, a in seen]))(x)
     monkeypatch.undo()
-    return out, seen
+    return np.asarray(out), [(k, np.asarray(a)) for (k, _), a in zip(seen, found)]
 
 
 def test_int8_fmnist_cnn_is_fused_calls_within_a_step_of_fake_quant(monkeypatch):
@@ -303,16 +326,47 @@ def test_int8_fmnist_cnn_is_fused_calls_within_a_step_of_fake_quant(monkeypatch)
     # the float glue is gone: int8 between the layers (max pools on int8), float32 logits
     assert all(f"-> tensor<{s}xi8>" in hlo for s in ("16x28x28x32", "16x14x14x64", "16x512"))
     assert "-> tensor<16x10xf32>" in hlo and "stablehlo.convolution" not in hlo
-    ours, ints = _product_inputs(monkeypatch, lambda: compress.int8_apply(model, q, params, state, x))
+    ours, ints = _product_inputs(monkeypatch, lambda v: compress.int8_apply(model, q, params, state, v), x)
     unfused, unfused_ints = _product_inputs(
-        monkeypatch, lambda: compress.int8_apply(model, q, params, state, x, fused=False))
-    fake, fake_ints = _product_inputs(monkeypatch, lambda: compress.fake_int8_apply(model, q, params, state, x))
+        monkeypatch, lambda v: compress.int8_apply(model, q, params, state, v, fused=False), x)
+    fake, fake_ints = _product_inputs(monkeypatch, lambda v: compress.fake_int8_apply(model, q, params, state, v), x)
     assert len(ints) == len(unfused_ints) == len(fake_ints) == 6
     # every product's int8 input within one step of the unfused path's and of the simulation's
     # (fake quant's float32 convolutions sum in another order: a few inputs flip a level)
-    for ours_i, other in [(a, b) for a, b in zip(ints, unfused_ints)] + list(zip(ints, fake_ints)):
+    ints = dict(ints)
+    pairs = [(ints[k], b) for k, b in unfused_ints] + [(ints[k], b) for (k, _), (_, b) in zip(unfused_ints, fake_ints)]
+    for ours_i, other in pairs:
         diff = np.abs(ours_i.astype(np.int32) - other.astype(np.int32))
         assert diff.max() <= 1 and diff.mean() < 1e-2, (ours_i.shape, diff.max(), diff.mean())
     assert np.abs(ours - unfused).max() <= 1e-5 * np.abs(unfused).max()
     assert np.abs(ours - fake).max() <= 1e-2 * np.abs(fake).max()
     np.testing.assert_array_equal(ours.argmax(-1), fake.argmax(-1))
+
+
+def test_residual_network_fuses_the_shortcut_add_within_a_step_of_unfused(monkeypatch):
+    """conv -> bn -> (+ shortcut) -> relu in one call: an identity shortcut and a 1x1
+    convolution's (whose own batch norm is fused, its result the other's tensor)."""
+    from jaxcnn.combinators import residual
+
+    def block(width, stride, project):
+        main = serial(("c1", Conv(width, 3, stride=stride, padding=1, use_bias=False)), ("b1", BatchNorm()),
+                      ("r1", Relu()), ("c2", Conv(width, 3, padding=1, use_bias=False)), ("b2", BatchNorm()))
+        short = serial(("c", Conv(width, 1, stride=stride, use_bias=False)), ("b", BatchNorm())) if project \
+            else None
+        return serial(("res", residual(main, short)), ("relu", Relu()))
+    net = serial(("stem", Conv(8, 3, padding=1)), ("act", Relu()), ("block1", block(8, 1, False)),
+                 ("block2", block(16, 2, True)), ("flat", Flatten()), ("fc", Dense(5)))
+    params, state, calib, q = _calibrated(net, (8, 8, 3))
+    state = jax.tree.map(lambda v: v + 0.1 * jnp.abs(jax.random.normal(jax.random.PRNGKey(7), v.shape)), state)
+    hlo = jax.jit(lambda q_, p, s, v: compress.int8_apply(net, q_, p, s, v)).lower(q, params, state, calib[1]).as_text()
+    assert hlo.count("@jaxcnn_onednn_conv_s8_fused") == 6 and hlo.count("epilogue = dense<[7, 8, 0]>") == 2
+    ours, ints = _product_inputs(monkeypatch, lambda v: compress.int8_apply(net, q, params, state, v), calib[1])
+    unfused, unfused_ints = _product_inputs(
+        monkeypatch, lambda v: compress.int8_apply(net, q, params, state, v, fused=False), calib[1])
+    ints = dict(ints)
+    assert len(ints) == len(unfused_ints) == 7
+    # folding the batch norms rounds apart from their four traced ops: a rare input one step off
+    for k, b in unfused_ints:
+        diff = np.abs(ints[k].astype(np.int32) - b.astype(np.int32))
+        assert diff.max() <= 1 and diff.mean() < 1e-2
+    assert np.abs(ours - unfused).max() <= 1e-2 * np.abs(unfused).max()

@@ -86,12 +86,14 @@ _COMMUTE_WITH_QUANTISE = ("reduce_window_max", "reshape")
 class _Fusion(NamedTuple):
     """A kernel product fused with the equations ``chain`` (indices into the jaxpr, in
     order) that follow it: ``ops`` (EPILOGUE_OPS names) with ``operands`` (per binary op,
-    the jaxpr variable / literal of its per-channel constant). ``quantise_for``: the kernel
-    whose input scale quantises the result to int8 (its only use is that kernel's input,
-    through :data:`_COMMUTE_WITH_QUANTISE` ops), else None (a float32 result)."""
+    the jaxpr variable / literal of its per-channel constant) and ``tensor`` (the variable
+    an ``"add_tensor"`` adds, a residual branch; None without one). ``quantise_for``: the
+    kernel whose input scale quantises the result to int8 (its only use is that kernel's
+    input, through :data:`_COMMUTE_WITH_QUANTISE` ops), else None (a float32 result)."""
     chain: tuple
     ops: tuple
     operands: tuple
+    tensor: Any
     quantise_for: str | None
 
 
@@ -157,8 +159,10 @@ def _per_channel(v, shape, axis) -> bool:
 
 
 def _epilogue_op(eqn, pos, shape, axis):
-    """``(op name, constant operand or None)`` when ``eqn``, reading the chained value
-    (shaped ``shape``, float32) at operand ``pos``, is one epilogue op, else None."""
+    """``(op name, operand or None)`` when ``eqn``, reading the chained value (shaped
+    ``shape``, float32) at operand ``pos``, is one epilogue op -- relu, a binary op with a
+    per-channel constant, or (``"add_tensor"``) an add of a float32 tensor of the same shape
+    -- else None."""
     if len(eqn.outvars) != 1 or eqn.outvars[0].aval.shape != shape or eqn.outvars[0].aval.dtype != jnp.float32:
         return None
     if _is_relu(eqn):
@@ -167,7 +171,10 @@ def _epilogue_op(eqn, pos, shape, axis):
     if len(eqn.invars) != 2 or not (name in _EITHER_SIDE or (name in _VALUE_FIRST and pos == 0)):
         return None
     other = eqn.invars[1 - pos]
-    return (name, other) if _per_channel(other, shape, axis) else None
+    if _per_channel(other, shape, axis):
+        return name, other
+    full = not isinstance(other, jcore.Literal) and other.aval.shape == shape and other.aval.dtype == jnp.float32
+    return ("add_tensor", other) if name == "add" and full else None
 
 
 def _quantising_kernel(jaxpr, uses, kernels, v):
@@ -185,24 +192,32 @@ def _quantising_kernel(jaxpr, uses, kernels, v):
 
 def _plan_fusions(jaxpr, kernels) -> dict:
     """``{index of a kernel product: _Fusion}`` for every kernel product of ``jaxpr``: the
-    longest run of epilogue ops (:func:`_epilogue_op`) each the only reader of the value
-    before it, and whether the result can be the next product's int8 input."""
-    uses, plan = _uses(jaxpr), {}
+    longest run of epilogue ops (:func:`_epilogue_op`, at most one ``"add_tensor"``) each
+    the only reader of the value before it, and whether the result can be the next
+    product's int8 input. An equation joins one run at most: a residual add of two
+    products' results (a shortcut convolution's) goes to the product traced first."""
+    uses, plan, claimed = _uses(jaxpr), {}, set()
     for i, eqn in enumerate(jaxpr.eqns):
         name = _kernel_of(eqn, kernels)
         axes = _out_axis(eqn) if name else None
         if axes is None:
             continue
-        v, chain, ops, operands = eqn.outvars[0], [], [], []
+        v, chain, ops, operands, tensor = eqn.outvars[0], [], [], [], None
         shape = v.aval.shape
-        while (use := _only_use(uses, v)) is not None and \
+        while (use := _only_use(uses, v)) is not None and use[0] not in claimed and \
                 (op := _epilogue_op(jaxpr.eqns[use[0]], use[1], shape, axes[1])) is not None:
+            if op[0] == "add_tensor":
+                if tensor is not None:
+                    break
+                tensor = op[1]
+            elif op[1] is not None:
+                operands.append(op[1])
             chain.append(use[0])
             ops.append(op[0])
-            if op[1] is not None:
-                operands.append(op[1])
             v = jaxpr.eqns[use[0]].outvars[0]
-        plan[i] = _Fusion(tuple(chain), tuple(ops), tuple(operands), _quantising_kernel(jaxpr, uses, kernels, v))
+        claimed.update(chain)
+        plan[i] = _Fusion(tuple(chain), tuple(ops), tuple(operands), tensor,
+                          _quantising_kernel(jaxpr, uses, kernels, v))
     return plan
 
 
@@ -327,14 +342,16 @@ def _int32_product(eqn, x_int, w_int):
     return _bind(eqn, x_int, w_int, preferred_element_type=jnp.int32)
 
 
-def _fused_product(eqn, x_int, w_int, scale, ops, vectors, out_scale):
-    """``eqn`` on int8 operands with its rescale, epilogue and (``out_scale`` given) int8
-    quantisation in one oneDNN call (:func:`onednn_int8.conv_int8_fused`); only where
-    :func:`_onednn_form` is not None."""
+def _fused_product(eqn, x_int, w_int, scale, ops, vectors, out_scale, tensor=None):
+    """``eqn`` on int8 operands with its rescale, epilogue (``tensor``: an ``"add_tensor"``'s,
+    shaped like the result) and (``out_scale`` given) int8 quantisation in one oneDNN call
+    (:func:`onednn_int8.conv_int8_fused`); only where :func:`_onednn_form` is not None."""
     if _onednn_form(eqn, x_int, w_int) == "conv":
-        return onednn_int8.conv_int8_fused(x_int, w_int, scale, ops, vectors, out_scale, **_conv_geometry(eqn))
+        return onednn_int8.conv_int8_fused(x_int, w_int, scale, ops, vectors, out_scale, tensor=tensor,
+                                           **_conv_geometry(eqn))
     a = x_int.reshape(-1, x_int.shape[-1])
-    y = onednn_int8.matmul_int8_fused(a, w_int, scale, ops, vectors, out_scale)
+    tensor = None if tensor is None else tensor.reshape(a.shape[0], w_int.shape[1])
+    y = onednn_int8.matmul_int8_fused(a, w_int, scale, ops, vectors, out_scale, tensor=tensor)
     return y.reshape(*x_int.shape[:-1], w_int.shape[1])
 
 
@@ -433,7 +450,7 @@ def _fold_epilogue(ops, rows, scale):
         flush()
         first = False
         out_ops.append(op)
-        if op != "relu":
+        if op not in ("relu", "add_tensor"):
             out_rows.append(next(rows))
     flush()
     return tuple(out_ops), out_rows, scale
@@ -474,8 +491,9 @@ def int8_apply(model, qparams_, params, state, x, *, fused: bool = True):
                                           scale)
         target = fusion.quantise_for
         out_scale = None if target is None else qparams_["inputs"][target]
+        tensor = None if fusion.tensor is None else read(fusion.tensor)
         y = _fused_product(eqn, input_ints(name, invals[0]), w_int, scale, ops,
-                           jnp.stack(rows) if rows else None, out_scale)
+                           jnp.stack(rows) if rows else None, out_scale, tensor)
         return y if target is None else _Quantised(y, target)
 
     closed, kernels, args = _trace(model, params, state, x)

@@ -424,7 +424,8 @@ ffi::Error MatmulInt8(ffi::Buffer<ffi::S8> a, ffi::Buffer<ffi::S8> b, ffi::Resul
 // The s32 sums are rescaled by a per-output-channel f32 scale (the caller's s_in * w_scale,
 // given as oneDNN's runtime weights scale), then the epilogue runs as post-ops, in order:
 // relu (eltwise) or a binary add / sub / mul / div / max / min with one f32 row per output
-// channel (a batch norm's scale and shift...). A leading "bias" code adds its row as
+// channel (a batch norm's scale and shift...), or an add of a dst-shaped f32 tensor (a
+// residual connection's other branch; at most one). A leading "bias" code adds its row as
 // oneDNN's f32 bias instead (applied to the rescaled sums, before the post-ops, and
 // cheaper than a binary add: each binary post-op cost ~0.3 ms on fmnist_cnn's 32 -> 32
 // layer, batch 128, where the whole s8 convolution took 1.9 ms). The destination is f32, or
@@ -432,17 +433,23 @@ ffi::Error MatmulInt8(ffi::Buffer<ffi::S8> a, ffi::Buffer<ffi::S8> b, ffi::Resul
 // input quantisation, so XLA never reads an int32 or float tensor between the two.
 
 // Codes of the "epilogue" attribute (jaxcnn/kernels/onednn/int8.py: EPILOGUE_OPS).
-enum EpilogueCode : int64_t { kRelu = 0, kAdd = 1, kSub = 2, kMul = 3, kDiv = 4, kMax = 5, kMin = 6, kBias = 7 };
+enum EpilogueCode : int64_t {
+  kRelu = 0, kAdd = 1, kSub = 2, kMul = 3, kDiv = 4, kMax = 5, kMin = 6, kBias = 7, kAddTensor = 8
+};
 
-// Appends the post-op of `code` to `ops` (a binary one reads a row shaped `channel`);
-// false for an unknown code.
-bool AppendEpilogueOp(int64_t code, const memory::desc& channel, dnnl::post_ops& ops) {
+// Appends the post-op of `code` to `ops` (a binary one reads a row shaped `channel`, or
+// for kAddTensor a buffer shaped `tensor`); false for an unknown code.
+bool AppendEpilogueOp(int64_t code, const memory::desc& channel, const memory::desc& tensor, dnnl::post_ops& ops) {
   static const std::map<int64_t, dnnl::algorithm> binary = {
       {kAdd, dnnl::algorithm::binary_add}, {kSub, dnnl::algorithm::binary_sub},
       {kMul, dnnl::algorithm::binary_mul}, {kDiv, dnnl::algorithm::binary_div},
       {kMax, dnnl::algorithm::binary_max}, {kMin, dnnl::algorithm::binary_min}};
   if (code == kRelu) {
     ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    return true;
+  }
+  if (code == kAddTensor) {
+    ops.append_binary(dnnl::algorithm::binary_add, tensor);
     return true;
   }
   auto it = binary.find(code);
@@ -456,18 +463,19 @@ bool AppendEpilogueOp(int64_t code, const memory::desc& channel, dnnl::post_ops&
 // and a fresh allocation per call costs page faults on every call.
 struct FusedPlan {
   memory::desc src, weights, dst, channel, scale, dst_scale, bias;
+  memory::desc tensor;           // kAddTensor's operand: dst's shape and layout, f32
   dnnl::primitive primitive;
   dnnl::reorder weights_in;      // caller's weight layout -> the primitive's, when they differ
   bool reorder_weights = false;
   bool s8_dst = false;
   bool with_bias = false;        // the first vectors row is oneDNN's bias
-  std::vector<bool> binary;      // per post-op: reads the next row of the vectors buffer
+  std::vector<int64_t> post_ops; // the codes after a leading bias: which operand each reads
   memory scratchpad, packed_weights;
 };
 
 // The attribute of a fused primitive: runtime per-channel weights scale (`weights_mask`:
 // the output-channel dims of the weights), the epilogue post-ops, a runtime dst scale
-// for an s8 destination; sets plan.with_bias and plan.binary. Throws
+// for an s8 destination; sets plan.with_bias and plan.post_ops. Throws
 // std::invalid_argument for an unknown epilogue code or a "bias" that is not the first.
 dnnl::primitive_attr FusedAttr(const std::vector<int64_t>& codes, int weights_mask, FusedPlan& plan) {
   dnnl::primitive_attr attr;
@@ -478,8 +486,8 @@ dnnl::primitive_attr FusedAttr(const std::vector<int64_t>& codes, int weights_ma
   dnnl::post_ops ops;
   for (size_t i = plan.with_bias ? 1 : 0; i < codes.size(); ++i) {
     int64_t code = codes[i];
-    if (!AppendEpilogueOp(code, plan.channel, ops)) throw std::invalid_argument("unknown epilogue code");
-    plan.binary.push_back(code != kRelu);
+    if (!AppendEpilogueOp(code, plan.channel, plan.tensor, ops)) throw std::invalid_argument("unknown epilogue code");
+    plan.post_ops.push_back(code);
   }
   attr.set_post_ops(ops);
   return attr;
@@ -513,6 +521,7 @@ std::shared_ptr<FusedPlan> MakeFusedConvPlan(const std::vector<int64_t>& x_dims,
   Dims channel_dims(rank + 2, 1);
   channel_dims[1] = channels;
   plan->channel = memory::desc(channel_dims, memory::data_type::f32, ChannelsLast(rank));
+  plan->tensor = ActivationDesc(ffi::Span<const int64_t>(y_dims.data(), y_dims.size()), memory::data_type::f32);
   // per output channel: dim 0 of (O, I, *k), dims 0 and 1 of (G, O/G, I, *k)
   auto attr = FusedAttr(codes, g.groups == 1 ? 1 : 3, *plan);
   plan->bias = memory::desc({channels}, memory::data_type::f32, memory::format_tag::a);
@@ -536,6 +545,7 @@ std::shared_ptr<FusedPlan> MakeFusedMatmulPlan(int64_t m, int64_t k, int64_t n, 
   plan->dst = memory::desc({m, n}, dst_dt, memory::format_tag::ab);
   plan->s8_dst = dst_dt == memory::data_type::s8;
   plan->channel = memory::desc({1, n}, memory::data_type::f32, memory::format_tag::ab);
+  plan->tensor = memory::desc({m, n}, memory::data_type::f32, memory::format_tag::ab);
   auto attr = FusedAttr(codes, 1 << 1, *plan);  // per column of (K, N)
   plan->bias = memory::desc({1, n}, memory::data_type::f32, memory::format_tag::ab);
   auto pd = plan->with_bias
@@ -568,7 +578,7 @@ void AppendKey(std::vector<int64_t>& key, ffi::Span<const int64_t> values) {
 // The caller's buffers of one fused call.
 struct FusedArgs {
   void *x, *w, *y;
-  float *scale, *vectors, *dst_scale;
+  float *scale, *vectors, *dst_scale, *tensor;
 };
 
 // Runs a fused plan on the calling thread (the oneDNN thread).
@@ -589,10 +599,14 @@ ffi::Error ExecuteFused(FusedPlan& plan, const FusedArgs& a) {
     args[DNNL_ARG_BIAS] = memory(plan.bias, engine, row);
     row += channels;
   }
-  for (size_t i = 0; i < plan.binary.size(); ++i) {
-    if (!plan.binary[i]) continue;
-    args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(static_cast<int>(i)) | DNNL_ARG_SRC_1] = memory(plan.channel, engine, row);
-    row += channels;
+  for (size_t i = 0; i < plan.post_ops.size(); ++i) {
+    int arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(static_cast<int>(i)) | DNNL_ARG_SRC_1;
+    if (plan.post_ops[i] == kAddTensor) {
+      args[arg] = memory(plan.tensor, engine, a.tensor);
+    } else if (plan.post_ops[i] != kRelu) {
+      args[arg] = memory(plan.channel, engine, row);
+      row += channels;
+    }
   }
   try {
     if (plan.reorder_weights) plan.weights_in.execute(stream, weights, plan.packed_weights);
@@ -611,24 +625,33 @@ ffi::ErrorOr<memory::data_type> FusedDstType(const ffi::AnyBuffer& y) {
   return ffi::Unexpected(ffi::Error::InvalidArgument("jaxcnn oneDNN fused int8: the result must be f32 or s8"));
 }
 
-// Checks the epilogue operands against `channels` output channels: scale (C,), one vectors
-// row (C,) per binary epilogue op, a one-element dst scale.
-ffi::Error CheckFusedOperands(ffi::Span<const int64_t> epilogue, int64_t channels, const ffi::Buffer<ffi::F32>& scale,
-                              const ffi::Buffer<ffi::F32>& vectors, const ffi::Buffer<ffi::F32>& dst_scale) {
-  int64_t rows = 0;
-  for (int64_t code : epilogue) rows += code != kRelu;  // bias and the binary ops each read a row
-  auto vd = vectors.dimensions();
+// Checks the epilogue operands against the result `dst`: scale (C,), one vectors row (C,)
+// per bias / per-channel binary op, a one-element dst scale, and a tensor shaped like dst
+// when an op adds one (at most one such op).
+ffi::Error CheckFusedOperands(ffi::Span<const int64_t> epilogue, ffi::Span<const int64_t> dst,
+                              const ffi::Buffer<ffi::F32>& scale, const ffi::Buffer<ffi::F32>& vectors,
+                              const ffi::Buffer<ffi::F32>& dst_scale, const ffi::Buffer<ffi::F32>& tensor) {
+  int64_t rows = 0, tensors = 0, channels = dst.back();
+  for (int64_t code : epilogue) {
+    tensors += code == kAddTensor;
+    rows += code != kRelu && code != kAddTensor;
+  }
+  auto vd = vectors.dimensions(), td = tensor.dimensions();
+  bool tensor_ok = tensors == 0 || (tensors == 1 && std::vector<int64_t>(td.begin(), td.end()) ==
+                                                        std::vector<int64_t>(dst.begin(), dst.end()));
   if (scale.element_count() != static_cast<size_t>(channels) || vd.size() != 2 || vd[0] != rows ||
-      vd[1] != channels || dst_scale.element_count() != 1) {
+      vd[1] != channels || dst_scale.element_count() != 1 || !tensor_ok) {
     return ffi::Error::InvalidArgument(
-        "jaxcnn oneDNN fused int8: expected scale (C,), vectors (binary epilogue ops, C) and a one-element dst scale");
+        "jaxcnn oneDNN fused int8: expected scale (C,), vectors (per-channel epilogue ops, C), a one-element dst "
+        "scale and, for one add_tensor, a tensor shaped like the result");
   }
   return ffi::Error::Success();
 }
 
 ffi::Error ConvS8Fused(ffi::Buffer<ffi::S8> x, ffi::Buffer<ffi::S8> w, ffi::Buffer<ffi::F32> scale,
-                       ffi::Buffer<ffi::F32> vectors, ffi::Buffer<ffi::F32> dst_scale, ffi::Result<ffi::AnyBuffer> y,
-                       ffi::Span<const int64_t> geometry, ffi::Span<const int64_t> epilogue) {
+                       ffi::Buffer<ffi::F32> vectors, ffi::Buffer<ffi::F32> dst_scale, ffi::Buffer<ffi::F32> tensor,
+                       ffi::Result<ffi::AnyBuffer> y, ffi::Span<const int64_t> geometry,
+                       ffi::Span<const int64_t> epilogue) {
   auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
   size_t rank = xd.size() - 2;
   Geometry g;
@@ -639,13 +662,13 @@ ffi::Error ConvS8Fused(ffi::Buffer<ffi::S8> x, ffi::Buffer<ffi::S8> w, ffi::Buff
   }
   auto dt = FusedDstType(*y);
   if (dt.has_error()) return dt.error();
-  if (auto err = CheckFusedOperands(epilogue, yd.back(), scale, vectors, dst_scale); err.failure()) return err;
+  if (auto err = CheckFusedOperands(epilogue, yd, scale, vectors, dst_scale, tensor); err.failure()) return err;
   std::vector<int64_t> key = {0, static_cast<int64_t>(*dt)};
   for (auto dims : {xd, wd, yd, geometry, epilogue}) AppendKey(key, dims);
   std::vector<int64_t> xv(xd.begin(), xd.end()), wv(wd.begin(), wd.end()), yv(yd.begin(), yd.end());
   std::vector<int64_t> codes(epilogue.begin(), epilogue.end());
   FusedArgs args{x.untyped_data(), w.untyped_data(), y->untyped_data(), scale.typed_data(), vectors.typed_data(),
-                 dst_scale.typed_data()};
+                 dst_scale.typed_data(), tensor.typed_data()};
   memory::data_type dst_dt = *dt;
   return OnOnednnThread([=]() -> ffi::Error {
     std::shared_ptr<FusedPlan> plan;
@@ -659,7 +682,7 @@ ffi::Error ConvS8Fused(ffi::Buffer<ffi::S8> x, ffi::Buffer<ffi::S8> w, ffi::Buff
 }
 
 ffi::Error MatmulS8Fused(ffi::Buffer<ffi::S8> a, ffi::Buffer<ffi::S8> b, ffi::Buffer<ffi::F32> scale,
-                         ffi::Buffer<ffi::F32> vectors, ffi::Buffer<ffi::F32> dst_scale,
+                         ffi::Buffer<ffi::F32> vectors, ffi::Buffer<ffi::F32> dst_scale, ffi::Buffer<ffi::F32> tensor,
                          ffi::Result<ffi::AnyBuffer> c, ffi::Span<const int64_t> epilogue) {
   auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
   if (ad.size() != 2 || bd.size() != 2 || ad[1] != bd[0] || cd.size() != 2 || cd[0] != ad[0] || cd[1] != bd[1]) {
@@ -667,13 +690,13 @@ ffi::Error MatmulS8Fused(ffi::Buffer<ffi::S8> a, ffi::Buffer<ffi::S8> b, ffi::Bu
   }
   auto dt = FusedDstType(*c);
   if (dt.has_error()) return dt.error();
-  if (auto err = CheckFusedOperands(epilogue, bd[1], scale, vectors, dst_scale); err.failure()) return err;
+  if (auto err = CheckFusedOperands(epilogue, cd, scale, vectors, dst_scale, tensor); err.failure()) return err;
   int64_t m = ad[0], k = ad[1], n = bd[1];
   std::vector<int64_t> key = {1, static_cast<int64_t>(*dt), m, k, n};
   AppendKey(key, epilogue);
   std::vector<int64_t> codes(epilogue.begin(), epilogue.end());
   FusedArgs args{a.untyped_data(), b.untyped_data(), c->untyped_data(), scale.typed_data(), vectors.typed_data(),
-                 dst_scale.typed_data()};
+                 dst_scale.typed_data(), tensor.typed_data()};
   memory::data_type dst_dt = *dt;
   return OnOnednnThread([=]() -> ffi::Error {
     std::shared_ptr<FusedPlan> plan;
@@ -775,6 +798,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvS8Fused, ConvS8Fused,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<ffi::Span<const int64_t>>("geometry")
                                   .Attr<ffi::Span<const int64_t>>("epilogue"));
@@ -783,6 +807,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnMatmulS8Fused, MatmulS8Fused,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

@@ -78,55 +78,67 @@ def matmul_int8(a, b):
 
 
 # The epilogue ops a fused product applies after its rescale, in order (conv.cc's
-# EpilogueCode): "relu", or a binary op with one float32 value per output channel; "bias"
-# (first only) adds its row through oneDNN's bias argument, cheaper than a binary "add".
-EPILOGUE_OPS = {"relu": 0, "add": 1, "sub": 2, "mul": 3, "div": 4, "max": 5, "min": 6, "bias": 7}
+# EpilogueCode): "relu", a binary op with one float32 value per output channel, or
+# "add_tensor" (at most one: adds a float32 tensor shaped like the result, a residual
+# branch); "bias" (first only) adds its row through oneDNN's bias argument, cheaper than
+# a binary "add".
+EPILOGUE_OPS = {"relu": 0, "add": 1, "sub": 2, "mul": 3, "div": 4, "max": 5, "min": 6, "bias": 7, "add_tensor": 8}
+_NO_ROW = ("relu", "add_tensor")
 
 
-def _epilogue_operands(ops, vectors, scale, out_scale, channels: int):
-    """(codes attribute, float32 scale (C,), vectors (binary ops, C), dst scale (1,)) of a
-    fused call; ValueError for an unknown op or a wrong number of vectors."""
+def _epilogue_operands(ops, vectors, scale, out_scale, tensor, result_shape):
+    """(codes attribute, float32 scale (C,), vectors (per-channel ops, C), dst scale (1,),
+    tensor) of a fused call; ValueError for an unknown op, a wrong number of vectors or a
+    tensor that does not match its "add_tensor"."""
+    channels = result_shape[-1]
     unknown = [op for op in ops if op not in EPILOGUE_OPS]
     if unknown:
         raise ValueError(f"fused int8: unknown epilogue ops {unknown}; choose from {sorted(EPILOGUE_OPS)}")
     if "bias" in ops[1:]:
         raise ValueError(f"fused int8: \"bias\" may only be the first epilogue op, got {tuple(ops)}")
-    rows = sum(op != "relu" for op in ops)
+    rows = sum(op not in _NO_ROW for op in ops)
     vectors = jnp.zeros((0, channels), jnp.float32) if vectors is None else jnp.asarray(vectors, jnp.float32)
     if vectors.shape != (rows, channels):
         raise ValueError(f"fused int8: vectors must be ({rows}, {channels}) for ops {tuple(ops)}, "
                          f"got {vectors.shape}")
+    if ops.count("add_tensor") != (tensor is not None) or (tensor is not None and tuple(tensor.shape) != result_shape):
+        raise ValueError(f"fused int8: one \"add_tensor\" takes a tensor shaped {result_shape}; got ops {tuple(ops)} "
+                         f"and tensor {None if tensor is None else tuple(tensor.shape)}")
+    tensor = jnp.zeros((0,), jnp.float32) if tensor is None else jnp.asarray(tensor, jnp.float32)
     dst_scale = jnp.ones((1,), jnp.float32) if out_scale is None else \
         jnp.reshape(jnp.asarray(out_scale, jnp.float32), (1,))
     codes = np.array([EPILOGUE_OPS[op] for op in ops], dtype=np.int64)
-    return codes, jnp.broadcast_to(jnp.asarray(scale, jnp.float32), (channels,)), vectors, dst_scale
+    return codes, jnp.broadcast_to(jnp.asarray(scale, jnp.float32), (channels,)), vectors, dst_scale, tensor
 
 
 def _fused_result(shape, out_scale):
     return jax.ShapeDtypeStruct(shape, jnp.float32 if out_scale is None else jnp.int8)
 
 
-def conv_int8_fused(x, w, scale, ops=(), vectors=None, out_scale=None, *, stride, pads, dilation, groups: int = 1):
+def conv_int8_fused(x, w, scale, ops=(), vectors=None, out_scale=None, *, stride, pads, dilation, groups: int = 1,
+                    tensor=None):
     """:func:`conv_int8` with its epilogue inside oneDNN: the int32 sums times ``scale``
-    (float32, one per output channel, or a scalar), then ``ops`` in order -- ``"relu"`` or
-    a binary op of :data:`EPILOGUE_OPS` with the next row of ``vectors`` (float32,
-    ``(binary ops, O)``: ``v = v op row[channel]``). Result float32 ``(N, *out_spatial, O)``;
+    (float32, one per output channel, or a scalar), then ``ops`` in order -- ``"relu"``,
+    ``"add_tensor"`` (``v = v + tensor``, float32 shaped like the result) or a binary op of
+    :data:`EPILOGUE_OPS` with the next row of ``vectors`` (float32, ``(per-channel ops,
+    O)``: ``v = v op row[channel]``). Result float32 ``(N, *out_spatial, O)``;
     with ``out_scale`` (a float32 scalar) int8: ``clip(round_half_even(v * (1 /
     out_scale)), -128, 127)``, :func:`jaxcnn.compress.quantize.quantize`'s integers. Only
     where :func:`conv_applies`."""
     stride, dilation = tuple(int(s) for s in stride), tuple(int(d) for d in dilation)
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    codes, scale, vectors, dst_scale = _epilogue_operands(ops, vectors, scale, out_scale, w.shape[-1])
-    out = _fused_result(_conv_out_shape(x, w, stride, pads, dilation), out_scale)
-    return jax.ffi.ffi_call("jaxcnn_onednn_conv_s8_fused", out, vmap_method="sequential")(
-        x, w, scale, vectors, dst_scale, geometry=geometry_attribute(groups, stride, dilation, pads), epilogue=codes)
+    shape = _conv_out_shape(x, w, stride, pads, dilation)
+    codes, scale, vectors, dst_scale, tensor = _epilogue_operands(ops, vectors, scale, out_scale, tensor, shape)
+    return jax.ffi.ffi_call("jaxcnn_onednn_conv_s8_fused", _fused_result(shape, out_scale), vmap_method="sequential")(
+        x, w, scale, vectors, dst_scale, tensor, geometry=geometry_attribute(groups, stride, dilation, pads),
+        epilogue=codes)
 
 
-def matmul_int8_fused(a, b, scale, ops=(), vectors=None, out_scale=None):
-    """:func:`matmul_int8` with its epilogue inside oneDNN (``scale``, ``ops``, ``vectors``
-    and ``out_scale`` as in :func:`conv_int8_fused`, one value per column of ``b``):
-    ``(M, N)`` float32, or int8 with ``out_scale``. Only where :func:`matmul_applies`."""
-    codes, scale, vectors, dst_scale = _epilogue_operands(ops, vectors, scale, out_scale, b.shape[1])
-    out = _fused_result((a.shape[0], b.shape[1]), out_scale)
-    return jax.ffi.ffi_call("jaxcnn_onednn_matmul_s8_fused", out, vmap_method="sequential")(
-        a, b, scale, vectors, dst_scale, epilogue=codes)
+def matmul_int8_fused(a, b, scale, ops=(), vectors=None, out_scale=None, *, tensor=None):
+    """:func:`matmul_int8` with its epilogue inside oneDNN (``scale``, ``ops``, ``vectors``,
+    ``out_scale`` and ``tensor`` as in :func:`conv_int8_fused`, one value per column of
+    ``b``): ``(M, N)`` float32, or int8 with ``out_scale``. Only where :func:`matmul_applies`."""
+    shape = (a.shape[0], b.shape[1])
+    codes, scale, vectors, dst_scale, tensor = _epilogue_operands(ops, vectors, scale, out_scale, tensor, shape)
+    return jax.ffi.ffi_call("jaxcnn_onednn_matmul_s8_fused", _fused_result(shape, out_scale),
+                            vmap_method="sequential")(a, b, scale, vectors, dst_scale, tensor, epilogue=codes)
