@@ -208,6 +208,33 @@ def test_fused_int8_result_saturates_and_rounds_half_to_even_like_quantize():
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
 
 
+POOLS = [  # (x shape, window, strides, padding, window dilation)
+    ((16, 28, 28, 32), (1, 2, 2, 1), (1, 2, 2, 1), ((0, 0),) * 4, None),                  # fmnist-size
+    ((2, 9, 8, 5), (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 0), (0, 0)), None),   # padded, odd
+    ((2, 9, 5), (1, 3, 1), (1, 2, 1), ((0, 0), (1, 1), (0, 0)), (1, 2, 1)),               # 1-D, dilated
+    ((2, 5, 6, 4, 3), (1, 2, 2, 2, 1), (1, 2, 2, 2, 1), ((0, 0),) * 5, None),             # 3-D
+]
+
+
+@pytest.mark.parametrize("shape,window,strides,padding,dilation", POOLS)
+def test_int8_max_pool_is_lax_exactly(shape, window, strides, padding, dilation):
+    x = _ints(np.random.default_rng(7), shape)
+    assert onednn_int8.max_pool_applies(x, window, strides, padding, window_dilation=dilation)
+    ours = jax.jit(lambda x: onednn_int8.max_pool_int8(x, window, strides, padding, dilation))(x)
+    ref = lax.reduce_window(x, jnp.int8(-128), lax.max, window, strides, padding, window_dilation=dilation)
+    assert ours.dtype == jnp.int8
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
+
+
+def test_int8_max_pool_is_not_sent_to_onednn_where_it_differs():
+    x = _ints(np.random.default_rng(8), (2, 6, 6, 3))
+    w, s = (1, 2, 2, 1), (1, 2, 2, 1)
+    assert not onednn_int8.max_pool_applies(x.astype(jnp.float32), w, s, ((0, 0),) * 4)
+    assert not onednn_int8.max_pool_applies(x, (2, 2, 2, 1), s, ((0, 0),) * 4)                 # over the batch
+    assert not onednn_int8.max_pool_applies(x, w, s, ((0, 0), (2, 2), (0, 0), (0, 0)))         # windows of padding
+    assert not onednn_int8.max_pool_applies(x, w, s, ((0, 0),) * 4, base_dilation=(1, 2, 2, 1))
+
+
 def test_fused_calls_refuse_malformed_epilogues():
     rng = np.random.default_rng(6)
     a, b = _ints(rng, (4, 5)), _ints(rng, (5, 3))
@@ -280,6 +307,7 @@ def test_fused_network_equals_unfused_and_fake_quant_within_a_step():
     # conv1 -> relu -> bn -> pool feeds dw, dw feeds conv2, conv2 -> relu -> flatten feeds fc:
     # each quantised for its consumer inside oneDNN; only the logits are float32
     assert hlo.count("@jaxcnn_onednn_conv_s8_fused") == 3 and hlo.count("@jaxcnn_onednn_matmul_s8_fused") == 1
+    assert hlo.count("@jaxcnn_onednn_max_pool_s8") == 1 and "reduce_window" not in hlo     # the pool on int8
     assert "_forward_s8" not in hlo and "matmul_s8(" not in hlo and "stablehlo.convolution" not in hlo
     assert all(f"-> tensor<{s}xi8>" in hlo for s in ("8x10x10x8", "8x5x5x8", "8x3x3x6"))
     ours, unfused = np.asarray(run(True)(q, params, state, calib[1])), np.asarray(run(False)(q, params, state, calib[1]))
@@ -323,6 +351,7 @@ def test_int8_fmnist_cnn_is_fused_calls_within_a_step_of_fake_quant(monkeypatch)
     x = calib[1]
     hlo = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v)).lower(q, params, state, x).as_text()
     assert hlo.count("@jaxcnn_onednn_conv_s8_fused") == 4 and hlo.count("@jaxcnn_onednn_matmul_s8_fused") == 2
+    assert hlo.count("@jaxcnn_onednn_max_pool_s8") == 2
     # the float glue is gone: int8 between the layers (max pools on int8), float32 logits
     assert all(f"-> tensor<{s}xi8>" in hlo for s in ("16x28x28x32", "16x14x14x64", "16x512"))
     assert "-> tensor<16x10xf32>" in hlo and "stablehlo.convolution" not in hlo

@@ -223,10 +223,17 @@ def _plan_fusions(jaxpr, kernels) -> dict:
 
 def _on_quantised(eqn, invals):
     """An equation between a fused s8 result and its product's quantisation, run on the
-    integers (the plan lets only :data:`_COMMUTE_WITH_QUANTISE` ops see one)."""
+    integers (the plan lets only :data:`_COMMUTE_WITH_QUANTISE` ops see one): a max pool on
+    oneDNN's int8 pooling where it applies (XLA's int8 reduce_window is slower than its
+    float32 one), anything else as traced."""
     q = invals[0]
     if eqn.primitive.name not in _COMMUTE_WITH_QUANTISE or not isinstance(q, _Quantised) or len(invals) != 1:
         raise AssertionError(f"int8_apply: a fused int8 value reached {eqn.primitive.name}")
+    if eqn.primitive.name == "reduce_window_max":
+        p = eqn.params
+        pool = (p["window_dimensions"], p["window_strides"], p["padding"])
+        if onednn_int8.max_pool_applies(q.ints, *pool, p["base_dilation"], p["window_dilation"]):
+            return _Quantised(onednn_int8.max_pool_int8(q.ints, *pool, p["window_dilation"]), q.kernel)
     with eqn.ctx.manager:
         return _Quantised(eqn.primitive.bind(q.ints, **eqn.primitive.get_bind_params(eqn.params)), q.kernel)
 

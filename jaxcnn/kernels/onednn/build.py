@@ -63,6 +63,7 @@ TARGETS = {
     "jaxcnn_onednn_matmul_s8": "JaxcnnOnednnMatmulS8",
     "jaxcnn_onednn_conv_s8_fused": "JaxcnnOnednnConvS8Fused",
     "jaxcnn_onednn_matmul_s8_fused": "JaxcnnOnednnMatmulS8Fused",
+    "jaxcnn_onednn_max_pool_s8": "JaxcnnOnednnMaxPoolS8",
 }
 COMPILE_TIMEOUT_S = 300
 CHECKSUM_SUFFIX = ".sha256"

@@ -142,3 +142,37 @@ def matmul_int8_fused(a, b, scale, ops=(), vectors=None, out_scale=None, *, tens
     codes, scale, vectors, dst_scale, tensor = _epilogue_operands(ops, vectors, scale, out_scale, tensor, shape)
     return jax.ffi.ffi_call("jaxcnn_onednn_matmul_s8_fused", _fused_result(shape, out_scale),
                             vmap_method="sequential")(a, b, scale, vectors, dst_scale, tensor, epilogue=codes)
+
+
+def max_pool_applies(x, window, strides, padding, base_dilation=None, window_dilation=None) -> bool:
+    """True when :func:`max_pool_int8` runs oneDNN for ``lax.reduce_window_max``'s arguments:
+    int8 ``x`` (N, *spatial, C) with 1-3 spatial dims, a window, stride and dilation of 1 on
+    the batch and channel axes, no base dilation, no padding there and spatial padding
+    smaller than the (dilated) window (each window holds one real element)."""
+    if not hasattr(x, "dtype") or x.dtype != jnp.int8 or not 3 <= x.ndim <= 5 or 0 in x.shape:
+        return False
+    wd = tuple(window_dilation or (1,) * x.ndim)
+    if any(d != 1 for d in (base_dilation or ())) or len(window) != x.ndim or len(padding) != x.ndim:
+        return False
+    ends = (0, x.ndim - 1)
+    if any(window[i] != 1 or strides[i] != 1 or wd[i] != 1 or tuple(padding[i]) != (0, 0) for i in ends):
+        return False
+    if any(max(lo, hi) >= wd[i] * (window[i] - 1) + 1 or min(lo, hi) < 0 for i, (lo, hi) in enumerate(padding)):
+        return False
+    return _on_cpu() and build.load()
+
+
+def max_pool_int8(x, window, strides, padding, window_dilation=None):
+    """``lax.reduce_window_max`` of int8 ``x`` (N, *spatial, C) on oneDNN's pooling (its
+    arguments per axis, as the primitive takes them). Only where :func:`max_pool_applies`."""
+    wd = tuple(int(d) for d in (window_dilation or (1,) * x.ndim))
+    spatial = range(1, x.ndim - 1)
+    out = []
+    for i in range(x.ndim):
+        span = wd[i] * (window[i] - 1) + 1
+        out.append((x.shape[i] + padding[i][0] + padding[i][1] - span) // strides[i] + 1)
+    attr = np.array([x.ndim - 2, *(window[i] for i in spatial), *(strides[i] for i in spatial),
+                     *(wd[i] for i in spatial), *(padding[i][0] for i in spatial), *(padding[i][1] for i in spatial)],
+                    dtype=np.int64)
+    return jax.ffi.ffi_call("jaxcnn_onednn_max_pool_s8", jax.ShapeDtypeStruct(tuple(out), jnp.int8),
+                            vmap_method="sequential")(x, window=attr)
