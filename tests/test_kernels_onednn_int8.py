@@ -399,3 +399,25 @@ def test_residual_network_fuses_the_shortcut_add_within_a_step_of_unfused(monkey
         diff = np.abs(ints[k].astype(np.int32) - b.astype(np.int32))
         assert diff.max() <= 1 and diff.mean() < 1e-2
     assert np.abs(ours - unfused).max() <= 1e-2 * np.abs(unfused).max()
+
+
+def test_fused_calls_repack_weights_whose_bytes_changed():
+    """The packed weights are reused per caller buffer only while it holds the same bytes:
+    weights computed inside the program (XLA reuses its temporary buffers across calls),
+    and more distinct buffers of one shape than the cache keeps, all give lax's sums."""
+    rng = np.random.default_rng(9)
+    x, w0 = _ints(rng, (2, 6, 6, 16)), _ints(rng, (3, 3, 16, 32))
+    geo = dict(stride=(1, 1), pads=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
+    assert onednn_int8.conv_applies(x, w0, pads=geo["pads"])     # loads the library
+
+    @jax.jit
+    def shifted(x, w0, k):
+        w = (w0.astype(jnp.int32) + k).clip(-128, 127).astype(jnp.int8)
+        return onednn_int8.conv_int8_fused(x, w, 1.0, **geo), onednn_int8.conv_int8(x, w, **geo)
+    for k in [0, 3, 0, -5, 7]:
+        ours, ref = shifted(x, w0, k)
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref).astype(np.float32))
+    fused = jax.jit(lambda x, w: onednn_int8.conv_int8_fused(x, w, 1.0, **geo))
+    for _ in range(40):
+        w = _ints(rng, (3, 3, 16, 32))
+        np.testing.assert_array_equal(np.asarray(fused(x, w)), np.asarray(onednn_int8.conv_int8(x, w, **geo)))
