@@ -6,9 +6,10 @@ random batches -- the speed of a product does not depend on the values):
 * jaxcnn float32 -- ``model.apply`` in eval mode with the plain ops (what ``jaxcnn
   eval`` runs) and under ``backprop_mode("auto")`` (oneDNN float32 convolutions);
 * jaxcnn int8 -- ``compress.int8_apply`` compiled as ``jaxcnn eval`` compiles it
-  (``jaxcnn.config.int8_compiler_options``): oneDNN int8 x int8 -> int32 convolutions and
-  matmuls (VNNI / AMX), and the same path with lax's integer ops (before oneDNN; timed
-  once);
+  (``jaxcnn.config.int8_compiler_options``): oneDNN's fused int8 calls (rescale, bias,
+  ReLU, per-channel affine and the next layer's quantisation inside the VNNI / AMX
+  kernels), the unfused oneDNN path (``fused=False``: int8 x int8 -> int32, the float glue
+  in XLA), and the unfused path with lax's integer ops (before oneDNN; timed once);
 * PyTorch float32 (``model.eval()`` under ``torch.inference_mode``) and PyTorch int8:
   ``torch.ao.quantization`` FX graph mode, the ``x86`` backend's default qconfig
   (per-channel weights, histogram-observed activations), same batch.
@@ -74,19 +75,23 @@ def run_jax(name, steps, with_lax):
     plain = jax.jit(forward)
     auto = jax.jit(forward_auto)
     # compiled as `jaxcnn eval` compiles an int8 run (jaxcnn.config.int8_compiler_options)
-    int8 = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v),
-                   compiler_options=int8_compiler_options() or None)
+    options = int8_compiler_options() or None
+    int8 = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v), compiler_options=options)
+    unfused = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v, fused=False),
+                      compiler_options=options)
     out = {"jaxcnn float32": _median_ms(lambda: plain(params, state, x).block_until_ready(), steps),
            "jaxcnn float32 (auto: oneDNN)": _median_ms(lambda: auto(params, state, x).block_until_ready(), steps),
-           "jaxcnn int8 (oneDNN)": _median_ms(lambda: int8(q, params, state, x).block_until_ready(), steps)}
+           "jaxcnn int8 (oneDNN)": _median_ms(lambda: int8(q, params, state, x).block_until_ready(), steps),
+           "jaxcnn int8 (oneDNN, unfused)": _median_ms(lambda: unfused(q, params, state, x).block_until_ready(),
+                                                       steps)}
     if not with_lax:
         return out
-    onednn_logits = np.asarray(int8(q, params, state, x))
+    onednn_logits = np.asarray(unfused(q, params, state, x))
     # the path before oneDNN: lax's integer convolution / dot (same integers)
     int8_path.onednn_int8.conv_applies = lambda *a, **k: False
     int8_path.onednn_int8.matmul_applies = lambda *a, **k: False
-    lax_int8 = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v),
-                       compiler_options=int8_compiler_options() or None)
+    lax_int8 = jax.jit(lambda q_, p, s, v: compress.int8_apply(model, q_, p, s, v, fused=False),
+                       compiler_options=options)
     # seconds per call for cifar_resnet18: one call after the compile
     out["jaxcnn int8 (lax)"] = _median_ms(lambda: lax_int8(q, params, state, x).block_until_ready(), 1, warmup=1)
     lax_logits = np.asarray(lax_int8(q, params, state, x))   # the same integers; float glue may round apart

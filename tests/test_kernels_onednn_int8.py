@@ -310,7 +310,8 @@ def test_fused_network_equals_unfused_and_fake_quant_within_a_step():
     assert hlo.count("@jaxcnn_onednn_max_pool_s8") == 1 and "reduce_window" not in hlo     # the pool on int8
     assert "_forward_s8" not in hlo and "matmul_s8(" not in hlo and "stablehlo.convolution" not in hlo
     assert all(f"-> tensor<{s}xi8>" in hlo for s in ("8x10x10x8", "8x5x5x8", "8x3x3x6"))
-    ours, unfused = np.asarray(run(True)(q, params, state, calib[1])), np.asarray(run(False)(q, params, state, calib[1]))
+    ours = np.asarray(run(True)(q, params, state, calib[1]))
+    unfused = np.asarray(run(False)(q, params, state, calib[1]))
     fake = np.asarray(jax.jit(lambda *a: compress.fake_int8_apply(net, *a))(q, params, state, calib[1]))
     scale = np.abs(fake).max()
     # the same integers up to a rare one-step flip of a rounding tie: within what one step moves

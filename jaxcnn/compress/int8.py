@@ -14,10 +14,28 @@ right operand is a conv or dense kernel of ``params`` is replaced:
   ``lax.dot_general`` with ``preferred_element_type=int32`` (the same integers) -- and is
   rescaled by ``input_scale * kernel_scale[channel]``.
 
-Everything else (bias, batch norm, activations, pooling) runs in float32 as traced.
-:func:`fake_int8_apply` computes the same network in float32 with both operands fake
-quantised, which equals the int8 path up to float summation order. Works for any model
-whose kernels reach a conv / dot directly (every zoo model; a depthwise conv that the ops
+**Fused** (``int8_apply(..., fused=True)``, the default), where oneDNN computes the
+product, the float work after it runs inside the same oneDNN call instead of in XLA
+(:func:`_plan_fusions` reads it off the jaxpr): the run of equations that each are the
+only reader of the value before them and are a ReLU (``max(x, 0)``, ``jax.nn.relu``), an
+add / sub / mul / div / max / min with a per-channel (or scalar) float32 constant -- a
+bias, an inference batch norm's four ops -- or one add of a float32 tensor of the result's
+shape (a residual branch). Runs of add / sub / mul are folded to one affine (into the
+rescale and oneDNN's bias right after the product, else one mul and one add post-op). When
+the run's result is used only as the next kernel product's input (through max pools and
+reshapes, which commute with a per-tensor quantisation), the call writes it as that
+product's int8 input (its input scale as oneDNN's destination scale: round half to even,
+saturated to [-128, 127], :func:`quantize`'s integers), so int8 flows between the layers
+and the max pools run on int8 (oneDNN's pooling). Anything else keeps the unfused path.
+
+Everything not fused (pooling on floats, softmax, a shared input...) runs in float32 as
+traced. :func:`fake_int8_apply` computes the same network in float32 with both operands
+fake quantised. The unfused path equals it up to float summation order; the fused path
+performs the same float32 operations on the same integers except that folding rounds
+differently (a few ulps), so a value within rounding of a half step can land one level
+apart: every product's int8 input is within one quantisation step of the unfused path's
+and the simulation's (tests/test_kernels_onednn_int8.py). Works for any model whose
+kernels reach a conv / dot directly (every zoo model; a depthwise conv that the ops
 compute as shifted multiply-adds stays float). The network is traced under
 ``backprop_mode("autodiff")``, whatever mode the caller is in.
 """
