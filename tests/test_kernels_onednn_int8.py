@@ -80,6 +80,7 @@ def _net():
                   ("flat", Flatten()), ("fc", Dense(5)))
 
 
+@pytest.mark.slow   # the unfused path; its products are each checked against lax above, by default
 def test_int8_inference_takes_onednn_and_equals_the_lax_integer_path(monkeypatch):
     net = _net()
     _, params, state = net.init(jax.random.PRNGKey(0), (1, 10, 10, 3))
@@ -162,9 +163,19 @@ def test_fused_conv_with_unit_scale_is_the_int32_sums_exactly(x_shape, w_shape, 
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(acc).astype(np.float32))
 
 
-@pytest.mark.parametrize("ops", EPILOGUES, ids=lambda ops: "-".join(ops) or "none")
-@pytest.mark.parametrize("int8_result", [False, True], ids=["f32", "s8"])
-@pytest.mark.parametrize("case", [0, 1, 2, 3, 4], ids=["3x3", "grouped-strided", "depthwise", "1d", "3d"])
+def _epilogue_params(shapes, ids, fast_ops=("bias", "relu", "mul", "add")):
+    """Every epilogue x result type x shape: by default every epilogue on the first shape
+    and ``fast_ops`` on the others; the rest under ``-m slow``."""
+    for i, (shape, name) in enumerate(zip(shapes, ids)):
+        for ops in EPILOGUES:
+            for int8_result in (False, True):
+                fast = i == 0 or ops == fast_ops
+                yield pytest.param(shape, ops, int8_result, marks=() if fast else pytest.mark.slow,
+                                   id=f"{name}-{'-'.join(ops) or 'none'}-{'s8' if int8_result else 'f32'}")
+
+
+@pytest.mark.parametrize("case, ops, int8_result", list(_epilogue_params(
+    [0, 1, 2, 3, 4], ["3x3", "grouped-strided", "depthwise", "1d", "3d"])))
 def test_fused_conv_epilogue_is_the_same_ops_in_xla(case, ops, int8_result):
     x_shape, w_shape, stride, pads, dilation, groups = CASES[case]
     rng = np.random.default_rng(4)
@@ -180,10 +191,10 @@ def test_fused_conv_epilogue_is_the_same_ops_in_xla(case, ops, int8_result):
     _assert_fused_equals(ours, _reference_epilogue(acc, scale, ops, vectors, out_scale, tensor), out_scale)
 
 
-@pytest.mark.parametrize("ops", EPILOGUES, ids=lambda ops: "-".join(ops) or "none")
-@pytest.mark.parametrize("int8_result", [False, True], ids=["f32", "s8"])
-@pytest.mark.parametrize("m,k,n", [(8, 33, 7), (128, 3136, 128)])
-def test_fused_matmul_epilogue_is_the_same_ops_in_xla(m, k, n, ops, int8_result):
+@pytest.mark.parametrize("mkn, ops, int8_result", list(_epilogue_params(
+    [(8, 33, 7), (128, 3136, 128)], ["8x33x7", "128x3136x128"])))
+def test_fused_matmul_epilogue_is_the_same_ops_in_xla(mkn, ops, int8_result):
+    m, k, n = mkn
     rng = np.random.default_rng(5)
     a, b = _ints(rng, (m, k)), _ints(rng, (k, n))
     scale, vectors = _epilogue_operands(rng, ops, n, 64.0 * np.sqrt(k))
