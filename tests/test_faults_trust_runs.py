@@ -3,11 +3,12 @@ compressed files and caches that cannot run code, lose work or crash the process
 
 Each test runs ``jaxcnn`` on a directory a hostile or unlucky user could hand over, and
 asserts the exit status, one stderr line without a traceback, and that the files involved
-are byte-identical afterwards where nothing should change. What does real work (training,
-compressing, evaluating, importing a user's code when named) runs as a user runs it, in a
-subprocess; a refusal, which must happen before any work, runs ``cli.main`` in this
-process (``refused``), saving a jax start-up per check. Small: the ``synthetic`` dataset
-and one epoch.
+are byte-identical afterwards where nothing should change. What needs a process of its
+own runs as a user runs it, in a subprocess: anything that imports the user's code (its
+training, and the eval that names it), and the run under a file-size limit. Everything
+else -- the refusals (``refused``), the zoo run, compressing and evaluating it -- runs
+``cli.main`` in this process, saving a jax start-up per check. Small: the ``synthetic``
+dataset and one epoch.
 """
 import hashlib
 import json
