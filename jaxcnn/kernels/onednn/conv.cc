@@ -599,18 +599,25 @@ std::shared_ptr<FusedPlan> MakeFusedMatmulPlan(int64_t m, int64_t k, int64_t n, 
   return plan;
 }
 
-// Cached plans, keyed by everything that shapes the primitive (kind, dst type, shapes,
-// geometry, epilogue codes) flattened with their lengths.
-std::shared_ptr<FusedPlan> GetFusedPlan(const std::vector<int64_t>& key,
-                                        const std::function<std::shared_ptr<FusedPlan>()>& make) {
+// The cached plan of type P for `key` (one cache per plan type), built by `make` the first
+// time it is asked for.
+template <typename P>
+std::shared_ptr<P> CachedPlan(const std::vector<int64_t>& key, const std::function<std::shared_ptr<P>()>& make) {
   static std::mutex mu;
-  static std::map<std::vector<int64_t>, std::shared_ptr<FusedPlan>> cache;
+  static std::map<std::vector<int64_t>, std::shared_ptr<P>> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   auto plan = make();
   cache.emplace(key, plan);
   return plan;
+}
+
+// Fused plans are keyed by everything that shapes the primitive (kind, dst type, shapes,
+// geometry, epilogue codes), flattened with their lengths.
+std::shared_ptr<FusedPlan> GetFusedPlan(const std::vector<int64_t>& key,
+                                        const std::function<std::shared_ptr<FusedPlan>()>& make) {
+  return CachedPlan<FusedPlan>(key, make);
 }
 
 void AppendKey(std::vector<int64_t>& key, ffi::Span<const int64_t> values) {
@@ -788,17 +795,10 @@ std::shared_ptr<PoolPlan> MakePoolPlan(const std::vector<int64_t>& x_dims, const
 
 std::shared_ptr<PoolPlan> GetPoolPlan(const std::vector<int64_t>& x_dims, const std::vector<int64_t>& y_dims,
                                       const std::vector<int64_t>& window) {
-  static std::mutex mu;
-  static std::map<std::vector<int64_t>, std::shared_ptr<PoolPlan>> cache;
   std::vector<int64_t> key = x_dims;
   key.insert(key.end(), y_dims.begin(), y_dims.end());
   key.insert(key.end(), window.begin(), window.end());
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  auto plan = MakePoolPlan(x_dims, y_dims, window);
-  cache.emplace(key, plan);
-  return plan;
+  return CachedPlan<PoolPlan>(key, [&] { return MakePoolPlan(x_dims, y_dims, window); });
 }
 
 ffi::Error MaxPoolS8(ffi::Buffer<ffi::S8> x, ffi::Result<ffi::Buffer<ffi::S8>> y, ffi::Span<const int64_t> window) {

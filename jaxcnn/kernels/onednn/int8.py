@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ...ops.shapes import conv_output_size
 from . import build
 from .conv import geometry_attribute
 
@@ -63,10 +64,8 @@ def matmul_applies(a, b) -> bool:
 
 def _conv_out_shape(x, w, stride, pads, dilation) -> tuple:
     """``(N, *out_spatial, O)`` of a convolution of ``x`` (N, *spatial, C) with ``w``."""
-    spatial = []
-    for i, (size, k) in enumerate(zip(x.shape[1:-1], w.shape[:-2])):
-        span = dilation[i] * (k - 1) + 1
-        spatial.append((size + pads[i][0] + pads[i][1] - span) // stride[i] + 1)
+    spatial = [conv_output_size(size, k, stride[i], pads[i], dilation[i])
+               for i, (size, k) in enumerate(zip(x.shape[1:-1], w.shape[:-2]))]
     return (x.shape[0], *spatial, w.shape[-1])
 
 
@@ -87,7 +86,6 @@ def matmul_int8(a, b):
     :func:`matmul_applies`."""
     out = jax.ShapeDtypeStruct((a.shape[0], b.shape[1]), jnp.int32)
     return jax.ffi.ffi_call("jaxcnn_onednn_matmul_s8", out, vmap_method="sequential")(a, b)
-
 
 
 # The epilogue ops a fused product applies after its rescale, in order (conv.cc's
@@ -180,10 +178,7 @@ def max_pool_int8(x, window, strides, padding, window_dilation=None):
     arguments per axis, as the primitive takes them). Only where :func:`max_pool_applies`."""
     wd = tuple(int(d) for d in (window_dilation or (1,) * x.ndim))
     spatial = range(1, x.ndim - 1)
-    out = []
-    for i in range(x.ndim):
-        span = wd[i] * (window[i] - 1) + 1
-        out.append((x.shape[i] + padding[i][0] + padding[i][1] - span) // strides[i] + 1)
+    out = [conv_output_size(x.shape[i], window[i], strides[i], tuple(padding[i]), wd[i]) for i in range(x.ndim)]
     attr = np.array([x.ndim - 2, *(window[i] for i in spatial), *(strides[i] for i in spatial),
                      *(wd[i] for i in spatial), *(padding[i][0] for i in spatial), *(padding[i][1] for i in spatial)],
                     dtype=np.int64)
