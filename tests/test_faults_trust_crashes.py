@@ -19,8 +19,12 @@ from _helpers import jaxcnn as _jaxcnn
 
 
 
+# jaxcnn's own compilation cache off in every process these tests start (a caller may override)
+NO_JAXCNN_CACHE = {"JAXCNN_COMPILATION_CACHE": "0"}
+
+
 def _env(**extra):
-    return cli_env(JAXCNN_COMPILATION_CACHE="0", **extra)
+    return cli_env(**{**NO_JAXCNN_CACHE, **extra})
 
 
 def python(script, timeout=300, **env):
@@ -29,7 +33,7 @@ def python(script, timeout=300, **env):
 
 
 def jaxcnn(*args, timeout=240, **env):
-    return _jaxcnn(*args, timeout=timeout, **{"JAXCNN_COMPILATION_CACHE": "0", **env})
+    return _jaxcnn(*args, timeout=timeout, **{**NO_JAXCNN_CACHE, **env})
 
 
 def stderr_lines(r):
