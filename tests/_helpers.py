@@ -78,8 +78,9 @@ def jaxcnn(*args, timeout=240, **env) -> subprocess.CompletedProcess:
 
 def jaxcnn_in_process(*args) -> subprocess.CompletedProcess:
     """``jaxcnn ARGS`` run by ``cli.main`` in this process, as a CompletedProcess. For what
-    fails before any work (argument errors, refused directories): each fresh process costs
-    ~2 s of jax start-up."""
+    needs no process of its own -- argument errors, refused directories, and work that can
+    neither abort XLA nor import a user's code -- since each fresh process costs ~2 s of jax
+    start-up."""
     from jaxcnn import cli
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
