@@ -52,6 +52,18 @@ def test_torch_default_init_bounds():
     assert p["weight"].shape == (100, 3) and np.abs(p["weight"]).max() <= 0.1
 
 
+@pytest.mark.parametrize("shape", [(3, 3, 16, 32), (5, 5, 1, 6), (2, 3, 4), (7,), ()])
+def test_random_initialisers_equal_a_draw_of_the_shape_itself(shape):
+    """The initialisers draw flat and reshape (a faster compile); the values must be
+    jax.random's for that shape, bit for bit, or seeded models would change."""
+    from jaxcnn.layers import initializers as I
+    bound = 1 / 7   # fan_in 49
+    np.testing.assert_array_equal(I.torch_default(K, shape, 49, 0), jax.random.uniform(K, shape, jnp.float32,
+                                                                                        -bound, bound))
+    np.testing.assert_array_equal(I.kaiming_normal_fan_out(K, shape, 0, 8),
+                                  jax.random.normal(K, shape, jnp.float32) * np.sqrt(2.0 / 8))
+
+
 def test_batchnorm_train_flag_and_state():
     bn = BatchNorm(momentum=0.1)
     x = _randn(4, 3, 3, 2) * 3 + 1
