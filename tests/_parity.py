@@ -1,4 +1,7 @@
-"""Helpers shared by the parity tests: layout moves and a scale-aware closeness check."""
+"""Helpers shared by the parity tests: layout moves, a scale-aware closeness check, and
+a function's value with its gradients as one jitted program."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -30,3 +33,22 @@ def torch_vjp(fn, args, g):
     y = fn(*ts)
     grads = torch.autograd.grad(y, ts, grad_outputs=torch.tensor(g))
     return y.detach().numpy(), [gr.numpy() for gr in grads]
+
+
+# Run eagerly, every op of a formulation (each tap of a shifted conv, each block of an
+# overlap-add) is compiled on its own; most of a parity test's time was those compiles.
+def value_and_grads(f):
+    """``jit`` of ``args -> (f(*args), gradients of sum(sin(f(*args))) w.r.t. every arg)``:
+    one program (sin makes every output element's cotangent different)."""
+    def loss(*args):
+        return jnp.sum(jnp.sin(f(*args)))
+    return jax.jit(lambda *args: (f(*args), jax.grad(loss, tuple(range(len(args))))(*args)))
+
+
+def value_and_vjp(f):
+    """``jit`` of ``(*args, dy) -> (f(*args), (dL/d arg, ...))`` for the cotangent ``dy``."""
+    def run(*args_and_dy):
+        *args, dy = args_and_dy
+        y, pull = jax.vjp(f, *args)
+        return y, pull(dy)
+    return jax.jit(run)

@@ -15,7 +15,7 @@ from jaxcnn.kernels import xla as fast
 from jaxcnn.kernels.xla import conv as fast_conv, narrow
 from jaxcnn.kernels.xla.conv import gemm_input_grad
 
-from _parity import to_first
+from _parity import to_first, value_and_grads, value_and_vjp
 
 TOL = 1e-10
 
@@ -32,11 +32,10 @@ def test_narrow_conv_matches_the_op_values_and_gradients(x64, x_shape, w_shape, 
     rng = np.random.default_rng(0)
     x, w, b = (jnp.asarray(rng.standard_normal(s)) for s in (x_shape, w_shape, w_shape[-1:]))
 
-    def loss(conv):
-        return lambda x, w, b: jnp.sum(jnp.sin(conv(x, w, b, **kw)))
-    np.testing.assert_allclose(fast_conv(x, w, b, **kw), ops.conv(x, w, b, **kw), rtol=TOL, atol=TOL)
-    for got, want in zip(jax.jit(jax.grad(loss(fast_conv), (0, 1, 2)))(x, w, b),
-                         jax.grad(loss(ops.conv), (0, 1, 2))(x, w, b)):
+    (y, grads), (y_op, grads_op) = (value_and_grads(lambda x, w, b: f(x, w, b, **kw))(x, w, b)
+                                    for f in (fast_conv, ops.conv))
+    np.testing.assert_allclose(y, y_op, rtol=TOL, atol=TOL)
+    for got, want in zip(grads, grads_op):
         np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
 
 
@@ -53,11 +52,10 @@ def test_gemm_input_grad_conv_matches_the_op(x64, x_shape, w_shape, kw):
     rng = np.random.default_rng(3)
     x, w, b = (jnp.asarray(rng.standard_normal(s)) for s in (x_shape, w_shape, w_shape[-1:]))
 
-    def loss(conv):
-        return lambda x, w, b: jnp.sum(jnp.sin(conv(x, w, b, **kw)))
-    np.testing.assert_allclose(fast_conv(x, w, b, **kw), ops.conv(x, w, b, **kw), rtol=TOL, atol=TOL)
-    for got, want in zip(jax.jit(jax.grad(loss(fast_conv), (0, 1, 2)))(x, w, b),
-                         jax.grad(loss(ops.conv), (0, 1, 2))(x, w, b)):
+    (y, grads), (y_op, grads_op) = (value_and_grads(lambda x, w, b: f(x, w, b, **kw))(x, w, b)
+                                    for f in (fast_conv, ops.conv))
+    np.testing.assert_allclose(y, y_op, rtol=TOL, atol=TOL)
+    for got, want in zip(grads, grads_op):
         np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
 
 
@@ -67,8 +65,8 @@ def test_gemm_input_grad_matches_torch(x64):
     dy = rng.standard_normal((2, 10, 10, 16))
     tx = torch.tensor(to_first(x), requires_grad=True)
     torch.nn.functional.conv2d(tx, torch.tensor(np.transpose(w, (3, 2, 0, 1)))).backward(torch.tensor(to_first(dy)))
-    _, pull = jax.vjp(lambda x: fast_conv(x, jnp.asarray(w)), jnp.asarray(x))
-    np.testing.assert_allclose(to_first(np.asarray(pull(jnp.asarray(dy))[0])), tx.grad.numpy(), rtol=TOL, atol=TOL)
+    _, (dx,) = value_and_vjp(lambda x: fast_conv(x, jnp.asarray(w)))(x, dy)
+    np.testing.assert_allclose(to_first(np.asarray(dx)), tx.grad.numpy(), rtol=TOL, atol=TOL)
 
 
 @pytest.mark.parametrize("x_shape,w_shape,stride,dilation,expected", [
@@ -92,8 +90,7 @@ def test_narrow_conv_matches_torch(x64):
     tw = torch.tensor(np.transpose(w, (3, 2, 0, 1)), requires_grad=True)
     ty = torch.nn.functional.conv2d(tx, tw, padding=2)
     ty.backward(torch.tensor(to_first(dy)))
-    y, pull = jax.vjp(lambda x, w: fast_conv(x, w, padding=2), jnp.asarray(x), jnp.asarray(w))
-    dx, dw = pull(jnp.asarray(dy))
+    y, (dx, dw) = value_and_vjp(lambda x, w: fast_conv(x, w, padding=2))(x, w, dy)
     np.testing.assert_allclose(to_first(np.asarray(y)), ty.detach().numpy(), rtol=TOL, atol=TOL)
     np.testing.assert_allclose(to_first(np.asarray(dx)), tx.grad.numpy(), rtol=TOL, atol=TOL)
     np.testing.assert_allclose(np.transpose(np.asarray(dw), (3, 2, 0, 1)), tw.grad.numpy(), rtol=TOL, atol=TOL)

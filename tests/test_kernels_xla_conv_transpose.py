@@ -14,7 +14,7 @@ from jaxcnn.dispatch import backprop_mode
 from jaxcnn.kernels import xla as fast
 from jaxcnn.kernels.xla import conv_transpose as fast_conv_transpose, overlap_add
 
-from _parity import to_first
+from _parity import to_first, value_and_grads, value_and_vjp
 
 TOL = 1e-10
 
@@ -37,11 +37,8 @@ def test_overlap_add_matches_the_op_values_and_gradients(x64, x_shape, kernel, c
     rng = np.random.default_rng(0)
     x, w, b = (jnp.asarray(rng.standard_normal(s)) for s in (x_shape, w_shape, (c_out,)))
 
-    def value_and_grads(conv_transpose):   # one program per form (not each op compiled eagerly)
-        def loss(x, w, b):
-            return jnp.sum(jnp.sin(conv_transpose(x, w, b, **kw)))
-        return jax.jit(lambda x, w, b: (conv_transpose(x, w, b, **kw), jax.grad(loss, (0, 1, 2))(x, w, b)))
-    (y, grads), (y_op, grads_op) = (value_and_grads(f)(x, w, b) for f in (fast_conv_transpose, ops.conv_transpose))
+    (y, grads), (y_op, grads_op) = (value_and_grads(lambda x, w, b: f(x, w, b, **kw))(x, w, b)
+                                    for f in (fast_conv_transpose, ops.conv_transpose))
     np.testing.assert_allclose(y, y_op, rtol=TOL, atol=TOL)
     for got, want in zip(grads, grads_op):
         np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL)
@@ -57,11 +54,7 @@ def test_overlap_add_matches_torch(x64, kernel, stride, padding, output_padding)
     dy = rng.standard_normal(ty.shape)
     ty.backward(torch.tensor(dy))
     kw = dict(stride=stride, padding=padding, output_padding=output_padding)
-    @jax.jit
-    def value_and_vjp(x, w, dy):
-        y, pull = jax.vjp(lambda x, w: fast_conv_transpose(x, w, **kw), x, w)
-        return y, *pull(dy)
-    y, dx, dw = value_and_vjp(jnp.asarray(x), jnp.asarray(w), jnp.asarray(np.moveaxis(dy, 1, -1)))
+    y, (dx, dw) = value_and_vjp(lambda x, w: fast_conv_transpose(x, w, **kw))(x, w, np.moveaxis(dy, 1, -1))
     np.testing.assert_allclose(to_first(np.asarray(y)), ty.detach().numpy(), rtol=TOL, atol=TOL)
     np.testing.assert_allclose(to_first(np.asarray(dx)), tx.grad.numpy(), rtol=TOL, atol=TOL)
     np.testing.assert_allclose(np.transpose(np.asarray(dw), (2, 3, 0, 1)), tw.grad.numpy(), rtol=TOL, atol=TOL)

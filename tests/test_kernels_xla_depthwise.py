@@ -2,8 +2,6 @@
 values and gradients, over random 1-3-D configurations in both layouts; and
 ``kernels.xla.conv`` ("auto"'s fallback conv) takes it exactly for depthwise convs on
 CPU, while ``ops.conv`` (the reference) stays XLA's grouped convolution."""
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +12,8 @@ from jaxcnn import ops
 from jaxcnn.kernels import xla
 from jaxcnn.kernels.xla.depthwise import depthwise_shifted, use_shifted_depthwise
 from jaxcnn.ops.layout import dimension_numbers
+
+from _parity import value_and_vjp
 
 
 def _case(seed):
@@ -46,15 +46,10 @@ def test_shifted_equals_grouped_conv_values_and_grads(x64, seed):
     def shifted(x, w):
         return depthwise_shifted(x, w, **kw)
 
-    @functools.partial(jax.jit, static_argnums=0)   # one program per form (eagerly: each tap's ops)
-    def value_and_vjp(f, x, w, dy):
-        y, vjp = jax.vjp(f, x, w)
-        return y, vjp(dy)
-
     y_shape = jax.eval_shape(grouped, jnp.asarray(x), jnp.asarray(w)).shape
-    dy = jnp.asarray(np.random.default_rng(seed + 100).normal(size=y_shape))
-    ref, grads_ref = value_and_vjp(grouped, x, w, dy)
-    got, grads_got = value_and_vjp(shifted, x, w, dy)
+    dy = np.random.default_rng(seed + 100).normal(size=y_shape)
+    ref, grads_ref = value_and_vjp(grouped)(x, w, dy)
+    got, grads_got = value_and_vjp(shifted)(x, w, dy)
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
     for g, r in zip(grads_got, grads_ref):
         np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
