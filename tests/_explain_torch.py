@@ -17,6 +17,8 @@ from torch import nn
 from jaxcnn import models
 from jaxcnn.interop import to_torch
 
+from _helpers import normal
+
 
 def grad_cam_module():
     try:
@@ -64,7 +66,7 @@ def seed_cnn(seed=0):
     params, state = model.init(jax.random.PRNGKey(seed))
     leaves, tree = jax.tree_util.tree_flatten(state)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    leaves = [jnp.abs(l + 0.3 * jax.random.normal(k, l.shape)) + 0.1 for l, k in zip(leaves, keys)]
+    leaves = [jnp.abs(l + 0.3 * normal(k, l.shape)) + 0.1 for l, k in zip(leaves, keys)]
     state = jax.tree_util.tree_unflatten(tree, leaves)
     net = TorchFmnist().eval()
     net.load_state_dict(to_torch(model, params, state), strict=True)
@@ -72,7 +74,7 @@ def seed_cnn(seed=0):
 
 
 def images(n=4, seed=2, shape=(28, 28, 1)):
-    return jax.random.normal(jax.random.PRNGKey(seed), (n,) + shape)
+    return normal(jax.random.PRNGKey(seed), (n,) + shape)
 
 
 def nchw(x):

@@ -13,6 +13,8 @@ from jaxcnn.backprop import twins
 from jaxcnn.dispatch import backprop_mode
 from jaxcnn.dispatch import observe
 
+from _helpers import normal
+
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -190,7 +192,7 @@ def test_eval_step_loss_is_the_dispatched_cross_entropy():
     from jaxcnn.train import create_train_state, make_eval_step
     net = serial(Flatten(), Dense(10))
     ts = create_train_state(net, optax.sgd(0.1), jax.random.key(0), (3, 4, 4, 1))
-    batch = {"image": jax.random.normal(jax.random.key(1), (3, 4, 4, 1)), "label": jnp.array([0, 3, 9]),
+    batch = {"image": normal(jax.random.key(1), (3, 4, 4, 1)), "label": jnp.array([0, 3, 9]),
              "mask": jnp.array([1.0, 1.0, 0.0])}
     called = []
     with observe(lambda name, args, kwargs: called.append(name)):     # sees the calls while tracing

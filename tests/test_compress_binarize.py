@@ -12,6 +12,8 @@ from jaxcnn.combinators import serial
 from jaxcnn.layers import Conv, Dense, Flatten, Relu
 from jaxcnn.ops import cross_entropy
 
+from _helpers import normal
+
 
 def _w(seed=0, shape=(3, 3, 4, 6)):
     return np.random.default_rng(seed).standard_normal(shape).astype("float32")
@@ -56,7 +58,7 @@ def test_binary_weight_model_trains_and_forwards_binary_weights(method):
     net = serial(("conv", Conv(4, 3)), ("act", Relu()), ("flat", Flatten()), ("fc", Dense(3)))
     model = compress.binary_model(net, method)
     params, state = model.init(jax.random.PRNGKey(0), (12, 5, 5, 1))
-    x = jax.random.normal(jax.random.PRNGKey(1), (12, 5, 5, 1))
+    x = normal(jax.random.PRNGKey(1), (12, 5, 5, 1))
     y = np.arange(12) % 3
     # the forward pass is the float network on weights binarised from the definition
     # (sign with 0 -> +1; XNOR scales each output channel by its mean |w|), run in torch

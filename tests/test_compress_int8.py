@@ -13,6 +13,8 @@ from jaxcnn.combinators import serial
 from jaxcnn.layers import BatchNorm, Conv, Dense, Flatten, MaxPool, Relu
 from jaxcnn.ops import cross_entropy
 
+from _helpers import normal
+
 
 def _net():
     return serial(("conv1", Conv(8, 3, padding="same")), ("act1", Relu()), ("bn1", BatchNorm()),
@@ -23,7 +25,7 @@ def _net():
 def _setup():
     net = _net()
     _, params, state = net.init(jax.random.PRNGKey(0), (1, 10, 10, 3))
-    calib = [np.asarray(jax.random.normal(jax.random.PRNGKey(i), (8, 10, 10, 3))) for i in range(3)]
+    calib = [np.asarray(normal(jax.random.PRNGKey(i), (8, 10, 10, 3))) for i in range(3)]
     return net, params, state, calib
 
 
@@ -70,7 +72,7 @@ def test_int8_path_really_multiplies_int8_and_matches_fake_quant():
 def test_single_layer_int8_equals_fake_quant_to_float_rounding():
     net = serial(("fc", Dense(7)))
     _, params, state = net.init(jax.random.PRNGKey(2), (1, 33))
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (4, 33)))
+    x = np.asarray(normal(jax.random.PRNGKey(3), (4, 33)))
     q = compress.calibrate(net, params, state, [x])
     a = np.asarray(jax.jit(lambda *a: compress.int8_apply(net, *a))(q, params, state, x))
     b = np.asarray(jax.jit(lambda *a: compress.fake_int8_apply(net, *a))(q, params, state, x))
@@ -81,7 +83,7 @@ def test_quantisation_aware_training_lowers_the_loss_of_the_quantised_network():
     net = serial(("conv", Conv(4, 3)), ("act", Relu()), ("flat", Flatten()), ("fc", Dense(3)))
     model = compress.qat_model(net, bits=4)
     params, state = model.init(jax.random.PRNGKey(0), (12, 5, 5, 1))
-    x = jax.random.normal(jax.random.PRNGKey(1), (12, 5, 5, 1))
+    x = normal(jax.random.PRNGKey(1), (12, 5, 5, 1))
     y = np.arange(12) % 3
     # the forward pass is the float network on torch's 4-bit per-channel symmetric fake
     # quantisation of the kernels (observer and fake_quantize_per_channel_affine), run in torch

@@ -12,11 +12,13 @@ from jaxcnn.layers import Conv, Dense, Flatten, Relu
 from jaxcnn.ops import cross_entropy
 from jaxcnn.train import OPTIMIZERS, make_optimizer
 
+from _helpers import normal
+
 
 def _setup():
     net = serial(("conv", Conv(6, 3)), ("act", Relu()), ("flat", Flatten()), ("fc", Dense(4)))
     _, params, state = net.init(jax.random.PRNGKey(0), (8, 6, 6, 2))
-    x = jax.random.normal(jax.random.PRNGKey(1), (8, 6, 6, 2))
+    x = normal(jax.random.PRNGKey(1), (8, 6, 6, 2))
     y = np.arange(8) % 4
 
     def loss(p):

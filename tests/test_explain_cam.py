@@ -14,6 +14,8 @@ from jaxcnn.models import as_model
 gc = grad_cam_module()
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
+from _helpers import normal
+
 PEERS = {"gradcam": gc.GradCAM, "gradcam++": gc.GradCAMPlusPlus, "xgradcam": gc.XGradCAM,
          "hirescam": gc.HiResCAM, "layercam": gc.LayerCAM, "eigencam": gc.EigenCAM, "scorecam": gc.ScoreCAM}
 TARGETS = np.array([3, 1, 7, 0])
@@ -78,7 +80,7 @@ def test_gap_dense_gradcam_equals_cam():
     net = as_model(serial(("conv1", Conv(6, 3)), ("act1", Relu()), ("conv2", Conv(8, 3)), ("act2", Relu()),
                           ("gap", GlobalAvgPool()), ("fc", Dense(4))), (12, 12, 2))
     params, state = net.init(jax.random.PRNGKey(0), (1, 12, 12, 2))
-    x = jax.random.normal(jax.random.PRNGKey(1), (3, 12, 12, 2))
+    x = normal(jax.random.PRNGKey(1), (3, 12, 12, 2))
     g = inspect.grad_cam(net, params, state, x, "act2", 2)
     c = inspect.cam(net, params, state, x, "act2", params["fc"]["weight"], 2)
     h, w = c.shape[1:]
@@ -90,7 +92,7 @@ def test_block_path_is_the_blocks_output():
     block = serial(("conv", Conv(4, 3, padding=1)), ("act", Relu()), name="block")
     net = as_model(serial(("stage", block), ("gap", GlobalAvgPool()), ("fc", Dense(3))), (8, 8, 1))
     params, state = net.init(jax.random.PRNGKey(0))
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
+    x = normal(jax.random.PRNGKey(1), (2, 8, 8, 1))
     acts = inspect.activations(net, params, state, x, ["stage", "stage/act"])
     np.testing.assert_array_equal(acts["stage"], acts["stage/act"])
     np.testing.assert_allclose(inspect.grad_cam(net, params, state, x, "stage", 1),
@@ -118,7 +120,7 @@ def test_bad_input(setup):
                                           ("layer3/0/conv2", lambda n: n.layer3[0].conv2)])
 def test_resnet18_blocks_match_pytorch_grad_cam(layer, module):
     model, params, state, net = resnet18_pair(size=64)
-    x = jax.random.normal(jax.random.PRNGKey(3), (2, 64, 64, 3))
+    x = normal(jax.random.PRNGKey(3), (2, 64, 64, 3))
     for method in ("gradcam", "gradcam++"):
         cam = PEERS[method](model=net, target_layers=[module(net)])
         tg = [ClassifierOutputTarget(1), ClassifierOutputTarget(4)]

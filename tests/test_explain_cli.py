@@ -8,6 +8,8 @@ import pytest
 from jaxcnn import plot
 from jaxcnn.cli import main
 
+from _helpers import normal, uniform
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
@@ -55,9 +57,9 @@ def test_explain_errors_are_one_line(run_dir, tmp_path, capsys, argv, message):
 
 def test_plot_builders(tmp_path):
     k = jax.random.PRNGKey(0)
-    imgs = np.asarray(jax.random.uniform(k, (2, 12, 12, 1)))
-    figs = {"filters": plot.filter_grid(np.asarray(jax.random.normal(k, (3, 3, 1, 6)))),
-            "maps": plot.feature_maps(np.asarray(jax.random.normal(k, (6, 6, 5)))),
+    imgs = np.asarray(uniform(k, (2, 12, 12, 1)))
+    figs = {"filters": plot.filter_grid(np.asarray(normal(k, (3, 3, 1, 6)))),
+            "maps": plot.feature_maps(np.asarray(normal(k, (6, 6, 5)))),
             "cam": plot.cam_overlay(imgs, imgs[..., 0], ["a", "b"]),
             "attr": plot.attribution_map(imgs, imgs - 0.5, ["a", "b"]),
             "grid": plot.image_grid(imgs, ["a", "b"])}

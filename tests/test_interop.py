@@ -191,6 +191,8 @@ class TorchDenseBlock(nn.Module):
 
 from collections import OrderedDict  # noqa: E402
 
+from _helpers import normal
+
 
 def test_densenet_block_parity():
     _check(dense_block(3, 8, 2), TorchDenseBlock(), (2, 8, 8, 16))
@@ -211,7 +213,7 @@ def _small(dropout):
 def test_flax_adapter_matches_model():
     model = _small(0.5)
     mod = FlaxModel(model)
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 6, 2))
+    x = normal(jax.random.PRNGKey(1), (2, 6, 6, 2))
     variables = mod.init(jax.random.PRNGKey(0), x)
     assert set(variables) == {"params", "batch_stats"}
     _, params, state = model.init(jax.random.PRNGKey(0), x.shape)

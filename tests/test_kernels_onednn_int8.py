@@ -19,6 +19,8 @@ from jaxcnn.kernels import onednn
 from jaxcnn.kernels.onednn import int8 as onednn_int8
 from jaxcnn.layers import BatchNorm, Conv, Dense, Flatten, MaxPool, Relu
 
+from _helpers import normal
+
 CASES = [  # (x shape NHWC, w shape HWIO, stride, pads, dilation, groups)
     ((4, 10, 9, 6), (3, 3, 6, 8), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     ((3, 11, 9, 6), (3, 2, 3, 8), (2, 1), ((1, 2), (0, 1)), (1, 2), 2),
@@ -84,7 +86,7 @@ def _net():
 def test_int8_inference_takes_onednn_and_equals_the_lax_integer_path(monkeypatch):
     net = _net()
     _, params, state = net.init(jax.random.PRNGKey(0), (1, 10, 10, 3))
-    calib = [np.asarray(jax.random.normal(jax.random.PRNGKey(i), (8, 10, 10, 3))) for i in range(2)]
+    calib = [np.asarray(normal(jax.random.PRNGKey(i), (8, 10, 10, 3))) for i in range(2)]
     q = compress.calibrate(net, params, state, calib)
     assert "dw/weight" in q["weights"]
 
@@ -304,7 +306,7 @@ def test_the_plan_fuses_exactly_the_per_channel_epilogue():
 
 def _calibrated(net, shape, batch=8, seed=0):
     params, state = net.init(jax.random.PRNGKey(seed), (1, *shape))[-2:]   # a Layer's or a Model's init
-    calib = [np.asarray(jax.random.normal(jax.random.PRNGKey(i), (batch, *shape))) for i in range(2)]
+    calib = [np.asarray(normal(jax.random.PRNGKey(i), (batch, *shape))) for i in range(2)]
     return params, state, calib, compress.calibrate(net, params, state, calib)
 
 
@@ -398,7 +400,7 @@ def test_residual_network_fuses_the_shortcut_add_within_a_step_of_unfused(monkey
     net = serial(("stem", Conv(8, 3, padding=1)), ("act", Relu()), ("block1", block(8, 1, False)),
                  ("block2", block(16, 2, True)), ("flat", Flatten()), ("fc", Dense(5)))
     params, state, calib, q = _calibrated(net, (8, 8, 3))
-    state = jax.tree.map(lambda v: v + 0.1 * jnp.abs(jax.random.normal(jax.random.PRNGKey(7), v.shape)), state)
+    state = jax.tree.map(lambda v: v + 0.1 * jnp.abs(normal(jax.random.PRNGKey(7), v.shape)), state)
     hlo = jax.jit(lambda q_, p, s, v: compress.int8_apply(net, q_, p, s, v)).lower(q, params, state, calib[1]).as_text()
     assert hlo.count("@jaxcnn_onednn_conv_s8_fused") == 6 and hlo.count("epilogue = dense<[7, 8, 0]>") == 2
     ours, ints = _product_inputs(monkeypatch, lambda v: compress.int8_apply(net, q, params, state, v), calib[1])

@@ -13,6 +13,8 @@ from jaxcnn.models import available, count, create
 from jaxcnn.models.densenet import densenet
 from jaxcnn.models.shufflenet import shufflenet_v2
 
+from _helpers import normal
+
 TORCHVISION_COUNTS = {
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "vgg11": 132_863_336,
     "vgg16": 138_357_544, "alexnet": 61_100_840, "googlenet": 6_624_904, "mobilenet_v2": 3_504_872,
@@ -43,7 +45,7 @@ def _step(model, input_shape, num_classes):
     """One SGD step, compiled and run: finite loss and grads with the params' structure,
     batch-norm state updated with its structure kept."""
     params, state = jax.jit(model.init, static_argnums=1)(jax.random.PRNGKey(0), input_shape)
-    x = jax.random.normal(jax.random.PRNGKey(1), input_shape)
+    x = normal(jax.random.PRNGKey(1), input_shape)
     labels = jnp.arange(input_shape[0]) % num_classes
 
     def loss_fn(p, s, x):
