@@ -20,6 +20,7 @@ from jaxcnn import dispatch, models, ops
 from jaxcnn.combinators import serial
 from jaxcnn.dispatch import backprop_mode
 from jaxcnn.kernels import onednn
+from jaxcnn.kernels.onednn import fused as fused_module
 from jaxcnn.layers import Conv, Dense, Flatten, LayerError, Relu, recording
 from jaxcnn.layers.base import elementwise, tapping
 from jaxcnn.train import create_train_state, make_train_step
@@ -146,14 +147,40 @@ def _calls(stablehlo_text, target):
     return stablehlo_text.count(f"@{target}(")
 
 
-def test_the_fused_custom_calls_are_what_runs():
+def _weight_grad_target(db_in_onednn):
+    return "jaxcnn_onednn_conv_weight_bias_grad" if db_in_onednn else "jaxcnn_onednn_conv_weight_grad"
+
+
+@pytest.fixture(params=[False, True], ids=["db_xla", "db_onednn"])
+def db_in_onednn(request, monkeypatch):
+    """Both places the bias gradient can come from (read when a function is traced)."""
+    monkeypatch.setattr(fused_module, "BIAS_GRAD_IN_ONEDNN", request.param)
+    return request.param
+
+
+def test_the_fused_custom_calls_are_what_runs(db_in_onednn):
     x, w, b = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 4)), jnp.ones((4,))
     text = jax.jit(jax.grad(lambda x, w, b: onednn.conv_relu(x, w, b, padding=1).sum(), argnums=(0, 1, 2))
                    ).lower(x, w, b).as_text()
     for target in ("jaxcnn_onednn_conv_bias_forward", "jaxcnn_onednn_conv_input_grad",
-                   "jaxcnn_onednn_conv_weight_bias_grad"):
+                   _weight_grad_target(db_in_onednn)):
         assert _calls(text, target) == 1
-    assert _calls(text, "jaxcnn_onednn_conv_forward") == _calls(text, "jaxcnn_onednn_conv_weight_grad") == 0
+    assert _calls(text, "jaxcnn_onednn_conv_forward") == _calls(text, _weight_grad_target(not db_in_onednn)) == 0
+
+
+@pytest.mark.parametrize("dtype,rtol", [(jnp.float32, RTOL), (jnp.bfloat16, BF16_RTOL)])
+def test_the_bias_gradient_from_onednn_matches_too(dtype, rtol, monkeypatch):
+    """conv.cc's weight + bias gradient primitive (BIAS_GRAD_IN_ONEDNN, not the default)."""
+    monkeypatch.setattr(fused_module, "BIAS_GRAD_IN_ONEDNN", True)
+    x_shape, w_shape, kw, _ = CASES[1]
+    rng = np.random.default_rng(4)
+    args = [jnp.asarray(a, dtype) for a in _arrays(rng, x_shape, w_shape, True)]
+    dy = jnp.asarray(rng.standard_normal(jax.eval_shape(_reference(kw), *args).shape), dtype)
+    assert "weight_bias_grad" in jax.jit(lambda *a: _vjp(_fused(kw), *a, dy)[1]).lower(*args).as_text()
+    _, got = _vjp(_fused(kw), *args, dy)
+    _, ref = _vjp(_reference(kw), *(a.astype(jnp.float32) for a in args), dy.astype(jnp.float32))
+    for g, r, name in zip(got, ref, ("dx", "dw", "db")):
+        assert_close(g.astype(jnp.float32), r, rtol, name)
 
 
 @pytest.mark.parametrize("args,kwargs", [
@@ -205,9 +232,10 @@ def test_fmnist_cnn_auto_step_runs_its_conv_relu_pairs_fused():
     raw_unfused, _ = _fmnist_step(backprop="auto", auto_table={"conv_relu": "autodiff"})
     step, unfused = jax.jit(raw), jax.jit(raw_unfused)
     hlo = step.lower(*args).as_text()
-    # all four conv(bias) -> ReLU pairs fused; db comes with dw: no plain forward / weight gradient
-    assert _calls(hlo, "jaxcnn_onednn_conv_bias_forward") == _calls(hlo, "jaxcnn_onednn_conv_weight_bias_grad") == 4
-    assert _calls(hlo, "jaxcnn_onednn_conv_forward") == _calls(hlo, "jaxcnn_onednn_conv_weight_grad") == 0
+    # all four conv(bias) -> ReLU pairs fused: no plain forward; dw (and db) as the kernel chose
+    weight_grad = _weight_grad_target(fused_module.BIAS_GRAD_IN_ONEDNN)
+    assert _calls(hlo, "jaxcnn_onednn_conv_bias_forward") == _calls(hlo, weight_grad) == 4
+    assert _calls(hlo, "jaxcnn_onednn_conv_forward") == 0
     assert _calls(unfused.lower(*args).as_text(), "jaxcnn_onednn_conv_forward") == 4
     # each takes the bias and applies the ReLU itself: XLA's only ReLU left is fc1's
     fused_calls = re.findall(r"@jaxcnn_onednn_conv_bias_forward\(%\w+, %\w+, %\w+\).*relu = 1 : i64", hlo)

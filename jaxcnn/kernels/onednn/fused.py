@@ -4,10 +4,13 @@ Unfused, a train step's ``relu(conv(x, w) + b)`` is oneDNN's forward writing the
 convolution, then an XLA pass reading it back to add the bias and clamp; backward, XLA
 masks dy, reduces it for the bias gradient and hands the mask to the two gradient calls.
 Here the forward is one custom call (``jaxcnn_onednn_conv_bias_forward``: the bias as
-oneDNN's bias argument, the ReLU as an eltwise post-op) that writes ``y`` once, and
-backward the weight-gradient call also returns the bias gradient
-(``jaxcnn_onednn_conv_weight_bias_grad``: one backward-weights primitive reads the
-masked dy once for both).
+oneDNN's bias argument, the ReLU as an eltwise post-op) that writes ``y`` once.
+Backward, the bias gradient stays an XLA reduction, which XLA fuses into the pass that
+masks dy: conv.cc can also return it from the weight-gradient primitive
+(``jaxcnn_onednn_conv_weight_bias_grad``, :data:`BIAS_GRAD_IN_ONEDNN`), but fmnist_cnn's
+step was no faster that way: float32 0.998x / 0.992x the unfused step against 1.029x /
+1.001x with XLA's reduction, bfloat16 1.313x / 1.240x against 1.228x / 1.255x (two runs
+each, experiments/bench_conv_relu.py --db-in-onednn, docs/performance.md).
 
 Gradients are those of ``jax.nn.relu(conv + b)``: ``g = dy`` where ``y > 0``, else 0
 (derivative 0 at exactly 0, torch's and ``jax.nn.relu``'s convention; ``y > 0`` iff the
@@ -31,6 +34,10 @@ from ... import ops
 from ..xla.checked import check, finish
 from ..xla.conv import lax_conv
 from .conv import DTYPES, _out_shape, applies, conv, geometry_attribute
+
+# The bias gradient from oneDNN's weight-gradient primitive (True) or an XLA reduction
+# fused with the ReLU mask (False: measured faster, module docstring). Read when traced.
+BIAS_GRAD_IN_ONEDNN = False
 
 
 def _reference(x, w, b, geo, relu):
@@ -64,6 +71,13 @@ def _conv_bias_fwd(x, w, b, geo, relu):
     return y, (x, w, b, y if relu else None)
 
 
+def _bias_grad(g, b):
+    """sum of g over batch and space in b's dtype ((0,) for no bias)."""
+    if not b.size:
+        return jnp.zeros_like(b)
+    return jnp.sum(g, axis=tuple(range(g.ndim - 1)), dtype=jnp.float32).astype(b.dtype)
+
+
 def _conv_bias_bwd(geo, relu, residuals, dy):
     x, w, b, y = residuals
     # jax.nn.relu's derivative (0 at 0); a where, not dy * mask: NaN/inf in dy stay put
@@ -73,10 +87,10 @@ def _conv_bias_bwd(geo, relu, residuals, dy):
     def cpu(x, w, b, g):
         dx = jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_input_grad", g.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype),
                               vmap_method="sequential")(g, w, geometry=attr)
-        if not b.size:
+        if not (b.size and BIAS_GRAD_IN_ONEDNN):
             dw = jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_weight_grad", g.dtype),
                                   jax.ShapeDtypeStruct(w.shape, w.dtype), vmap_method="sequential")(x, g, geometry=attr)
-            return dx, dw, jnp.zeros_like(b)
+            return dx, dw, _bias_grad(g, b)
         dw, db = jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_weight_bias_grad", g.dtype),
                                   (jax.ShapeDtypeStruct(w.shape, w.dtype), jax.ShapeDtypeStruct(b.shape, b.dtype)),
                                   vmap_method="sequential")(x, g, geometry=attr)
