@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from .layers import fusion
 from .layers.base import LayerError, call_child, record
 from .types import Layer, as_layer
 
@@ -48,7 +49,12 @@ def _put(tree: dict, name: str, value):
 
 def serial(*layers, name: str = "serial") -> Layer:
     """Apply children in order. ``serial(Conv(..), Relu())`` names them "0", "1";
-    ``serial(("conv1", Conv(..)), ("relu", Relu()))`` uses the given names."""
+    ``serial(("conv1", Conv(..)), ("relu", Relu()))`` uses the given names.
+
+    A ``Conv`` directly followed by a ``Relu`` runs as one ``dispatch.conv_relu`` while
+    :func:`jaxcnn.layers.fusion.active` (``backprop="auto"``, no inspection tool
+    watching): oneDNN then adds the bias and applies the ReLU inside the convolution.
+    Same values and gradients, params, state and names; other modes are unaffected."""
     children = _named(layers)
 
     def init(key, input_shape):
@@ -59,9 +65,21 @@ def serial(*layers, name: str = "serial") -> Layer:
             _put(state, n, s)
         return shape, params, state
 
+    # children i, i+1 that may run as one fused op (a Conv and its ReLU, layers.fusion)
+    pairs = {i: fused for i in range(len(children) - 1)
+             if (fused := fusion.conv_relu(children[i][1], children[i + 1][1])) is not None}
+
     def apply(params, state, x, *, train=False, key=None, axis_name=None, **_):
-        new_state = {}
-        for (n, layer), k in zip(children, _keys(key, len(children))):
+        new_state, fusing, skip = {}, bool(pairs) and fusion.active(), False
+        for i, ((n, layer), k) in enumerate(zip(children, _keys(key, len(children)))):
+            if skip:            # the ReLU a fused pair already applied (stateless, keyless)
+                skip = False
+                continue
+            if fusing and i in pairs:
+                # named as the Conv: an error inside is the Conv's (a ReLU cannot fail)
+                x = call_child(n, layer, "apply", pairs[i], params.get(n, {}), x)
+                skip = True
+                continue
             x, s = call_child(n, layer, "apply", layer.apply, params.get(n, {}), state.get(n, {}), x,
                               train=train, key=k, axis_name=axis_name)
             _put(new_state, n, s)

@@ -110,7 +110,7 @@ def test_a_float32_bias_on_bf16_input_runs_in_float32():
 
 
 def test_bf16_train_step_runs_onednn_and_tracks_float32():
-    """make_train_step(precision="bf16") under "auto": the convs are the bf16 custom calls,
+    """make_train_step(precision="bf16") under "auto": the convs are the bf16 (fused) custom calls,
     parameters and optimiser state stay float32, and the first two losses and the first
     gradient norm track fp32's within 2% (bfloat16 activations through six layers; later
     steps of this tiny overfitting run amplify the difference -- the second gradient norm
@@ -130,7 +130,8 @@ def test_bf16_train_step_runs_onednn_and_tracks_float32():
         step = jax.jit(make_train_step(model, loss, tx, backprop="auto", precision=precision))
         if precision == "bf16":
             text = step.lower(create_train_state(model, tx, jax.random.PRNGKey(0), (16, 28, 28, 1)), batch, jax.random.PRNGKey(1)).as_text()
-            assert "jaxcnn_onednn_conv_forward_bf16" in text and "jaxcnn_onednn_conv_weight_grad_bf16" in text
+            # fmnist_cnn's convs are each followed by a ReLU: the fused bf16 calls (test_kernels_onednn_fused.py)
+            assert "jaxcnn_onednn_conv_bias_forward_bf16" in text and "jaxcnn_onednn_conv_weight_grad_bf16" in text
         ts = create_train_state(model, tx, jax.random.PRNGKey(0), (16, 28, 28, 1))
         losses[precision] = []
         for _ in range(2):

@@ -54,6 +54,28 @@ def _auto_fn(name: str):
     return resolve(name) if name in FORMULATIONS else None
 
 
+def fuses(pair: str) -> bool:
+    """True when a fused pair (``"conv_relu"``) runs as one formulation if called now:
+    under "auto" with the table choosing one for it. Callers that would otherwise call
+    the two ops separately (``combinators.serial``) fuse only then, so "autodiff" and
+    "explicit" trace exactly the ops they always did."""
+    return current_mode() == "auto" and _auto_fn(pair) is not None
+
+
+def conv_relu(x, w, b=None, **conv_kwargs):
+    """``relu(conv(x, w, b, **conv_kwargs))``: under "auto", the formulation the table
+    chose for ``"conv_relu"`` (oneDNN with the bias and ReLU fused into the forward);
+    otherwise ``dispatch.conv`` then ``dispatch.relu``, the same ops (and observer
+    calls) as the two layers make unfused. Not an op of :mod:`jaxcnn.ops`: a pair
+    ``combinators.serial`` fuses (see :mod:`jaxcnn.layers.fusion`)."""
+    fused = _auto_fn("conv_relu") if current_mode() == "auto" else None
+    if fused is None:
+        return __getattr__("relu")(__getattr__("conv")(x, w, b, **conv_kwargs))   # dispatch.relu(dispatch.conv(...))
+    for callback in observers():
+        callback("conv_relu", (x, w, b), conv_kwargs)
+    return fused(x, w, b, **conv_kwargs)
+
+
 def __getattr__(name: str):
     if name.startswith("__") or not hasattr(ops, name):
         raise AttributeError(f"jaxcnn.ops has no op {name!r}")

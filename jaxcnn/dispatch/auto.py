@@ -5,7 +5,8 @@ values whose backward pass is one formulation: ``"fast"`` (:mod:`jaxcnn.kernels.
 arg-max max-pool backward, fused BatchNorm backward, a narrow-input conv's shifted
 forward, depthwise convs as shifted multiply-adds, a strided transposed conv as matmul
 + overlap-add), ``"onednn"`` (a convolution on oneDNN's kernels,
-:mod:`jaxcnn.kernels.onednn`) or ``"explicit"`` (the custom_vjp twins of
+:mod:`jaxcnn.kernels.onednn`; for ``"conv_relu"`` -- not an op but a Conv layer and the
+ReLU after it, see :func:`jaxcnn.dispatch.conv_relu` -- with the bias and ReLU fused) or ``"explicit"`` (the custom_vjp twins of
 :mod:`jaxcnn.backprop.twins`). An op a table does not list (or lists as
 ``"autodiff"``) uses XLA's autodiff.
 
@@ -30,6 +31,9 @@ FORMULATIONS: dict[str, dict[str, Callable]] = {
     "batch_norm": {"fast": xla.batch_norm, "explicit": twins.batch_norm},
     # oneDNN's kernels where they apply (float32 channels-last on CPU), else "fast"
     "conv": {"onednn": onednn.conv, "fast": xla.conv, "explicit": twins.conv},
+    # a Conv layer followed by a ReLU layer in a ``serial`` (``dispatch.conv_relu``): bias
+    # and ReLU as oneDNN post-ops where oneDNN applies, else relu(onednn.conv(...))
+    "conv_relu": {"onednn": onednn.conv_relu},
     "conv_transpose": {"fast": xla.conv_transpose, "explicit": twins.conv_transpose},
     "dense": {"explicit": twins.dense},
     "dropout": {"explicit": twins.dropout},
@@ -41,6 +45,7 @@ DEFAULT_TABLE: dict[str, str] = {
     "max_pool": "fast",
     "batch_norm": "fast",
     "conv": "onednn",
+    "conv_relu": "onednn",
     "conv_transpose": "fast",
 }
 

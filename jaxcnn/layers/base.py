@@ -52,6 +52,12 @@ class LayerError(ValueError):
                          f"{type(cause).__name__}: {cause}")
 
 
+def watched() -> bool:
+    """True while a :func:`recording` or :func:`tapping` block is active: a layer's output
+    is then read by an inspection tool (so a fused pair must not skip producing it)."""
+    return _RECORDS.get() is not None or _TAP.get() is not None
+
+
 def current_path() -> tuple:
     """The path (tuple of child names) of the layer being initialised or applied now; ``()`` at the top."""
     return _PATH.get()

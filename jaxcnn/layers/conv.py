@@ -14,6 +14,7 @@ import jax
 from .. import dispatch  # the ops as traced under the current backprop mode
 from ..ops.layout import channels_last
 from ..ops.shapes import describe, ntuple
+from . import fusion
 from . import initializers as I
 from .base import leaf
 
@@ -51,7 +52,11 @@ def Conv(features: int, kernel_size, stride=1, padding=0, dilation=1, groups: in
         return dispatch.conv(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
                       dilation=dilation, groups=groups, padding_mode=padding_mode, layout=layout)
 
-    return leaf(name, meta, forward, make_params)
+    def with_relu(params, x):   # this layer then a ReLU, when serial fuses them (layers.fusion)
+        return dispatch.conv_relu(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
+                                  dilation=dilation, groups=groups, padding_mode=padding_mode, layout=layout)
+
+    return fusion.register_conv(leaf(name, meta, forward, make_params), with_relu)
 
 
 def ConvTranspose(features: int, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from .. import dispatch  # the ops as traced under the current backprop mode
 from ..ops.activations import get_activation
+from . import fusion
 from .base import elementwise, leaf
+
+
+def _activation(layer_name: str, fn_name: str, kwargs: dict):
+    """``dispatch.<fn_name>(x, **kwargs)`` as a layer; a plain ReLU is registered with
+    :mod:`.fusion` (a Conv before it may then run fused with it)."""
+    layer = elementwise(layer_name, lambda x: getattr(dispatch, fn_name)(x, **kwargs),
+                        {"activation": fn_name, **kwargs})
+    return fusion.register_relu(layer) if fn_name == "relu" and not kwargs else layer
 
 
 def Activation(name: str, **kwargs):
     """Any activation of ``ops.get_activation(name)`` ("relu", "gelu", ...) as a layer.
     An unknown name raises ``ValueError`` listing the known ones when the layer is built."""
     get_activation(name)  # validate now, not at the first apply
-    return elementwise(_TITLE.get(name, name.title()), lambda x: getattr(dispatch, name)(x, **kwargs),
-                       {"activation": name, **kwargs})
+    return _activation(_TITLE.get(name, name.title()), name, kwargs)
 
 
 def _act(fn_name: str, title: str):
     def make(name: str = title, **kwargs):
-        return elementwise(name, lambda x: getattr(dispatch, fn_name)(x, **kwargs), {"activation": fn_name, **kwargs})
+        return _activation(name, fn_name, kwargs)
     make.__name__ = title
     make.__doc__ = f"``ops.{fn_name}`` as a layer (keyword arguments are passed to the op)."
     return make

@@ -5,3 +5,4 @@ from __future__ import annotations
 
 from .build import describe, load, reason  # noqa: F401
 from .conv import applies, conv  # noqa: F401
+from .fused import conv_relu  # noqa: F401

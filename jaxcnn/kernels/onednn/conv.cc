@@ -12,8 +12,16 @@
 //
 // Every handler takes the geometry as one int64 array attribute:
 //   [groups, rank, stride[rank], dilation[rank] (XLA's: 1 = none), pad_lo[rank], pad_hi[rank]]
-// Primitive descriptors are cached per (pass, data type, shapes, geometry). Every call runs on one
+// Primitive descriptors are cached per (pass, data type, epilogue, shapes, geometry). Every call runs on one
 // thread of this library's own (see OnednnThread), one call at a time.
+//
+// Fused training forward (JaxcnnOnednnConvBiasForward[Bf16]): x, w and a bias (C,) --
+// empty for none -- with attribute "relu" (0 / 1): y = [relu](conv(x, w) + b), the bias
+// as oneDNN's bias argument and the ReLU as an eltwise post-op, so the result is written
+// once instead of XLA re-reading it to add the bias and clamp (issue 22, "fused
+// convolutions"). JaxcnnOnednnConvWeightBiasGrad[Bf16] returns the weight gradient and the
+// bias gradient (the sum of dy over batch and space) from one backward-weights primitive,
+// which reads dy once for both.
 //
 // Int8 inference (JaxcnnOnednnConvForwardS8, JaxcnnOnednnMatmulS8): int8 input and int8
 // kernel to an int32 result, the products summed exactly in int32 (VNNI / AMX int8 tiles
@@ -197,6 +205,7 @@ memory::desc Any(const memory::desc& d, memory::data_type dt) {
 // One cached set of primitives for a (pass, shapes, geometry).
 struct Plan {
   memory::desc src, weights, dst;          // the caller's layouts
+  memory::desc bias;                       // (C,) in the data type; used when the plan has a bias
   memory::desc primitive_weights;          // the layout the primitive wants
   dnnl::primitive primitive;
   memory::desc scratchpad;
@@ -204,14 +213,21 @@ struct Plan {
   bool reorder_weights = false;
 };
 
-using Key = std::tuple<int, int, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>>;
+// What a training pass does besides the convolution (a plan's key includes it): a bias
+// (forward: added; weight gradient: its gradient computed too) and, forward only, a ReLU.
+enum EpilogueBits : int { kNone = 0, kWithBias = 1, kWithRelu = 2 };
+
+using Key = std::tuple<int, int, int, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>>;
 
 std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const int64_t> x_dims,
-                               ffi::Span<const int64_t> w_dims, ffi::Span<const int64_t> y_dims, const Geometry& g) {
+                               ffi::Span<const int64_t> w_dims, ffi::Span<const int64_t> y_dims, const Geometry& g,
+                               int epilogue) {
   auto plan = std::make_shared<Plan>();
   plan->src = ActivationDesc(x_dims, dt);
   plan->weights = WeightDesc(w_dims, g.groups, dt);
   plan->dst = ActivationDesc(y_dims, dt);
+  plan->bias = memory::desc({y_dims[y_dims.size() - 1]}, dt, memory::format_tag::a);
+  bool with_bias = epilogue & kWithBias;
   auto& engine = Engine();
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -230,9 +246,22 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const 
     }
     return plan;
   }
-  auto fwd = dnnl::convolution_forward::primitive_desc(
-      engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, plan->src,
-      Any(plan->weights), plan->dst, g.stride, g.dilation, g.pad_lo, g.pad_hi, attr);
+  dnnl::primitive_attr fwd_attr;  // a copy of `attr` would share its handle (and the post-ops)
+  fwd_attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (pass == Pass::kForward && (epilogue & kWithRelu)) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    fwd_attr.set_post_ops(ops);
+  }
+  // (also the backward passes' hint, which must describe the forward they differentiate)
+  auto fwd = with_bias ? dnnl::convolution_forward::primitive_desc(
+                             engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                             plan->src, Any(plan->weights), plan->bias, plan->dst, g.stride, g.dilation, g.pad_lo,
+                             g.pad_hi, fwd_attr)
+                       : dnnl::convolution_forward::primitive_desc(
+                             engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                             plan->src, Any(plan->weights), plan->dst, g.stride, g.dilation, g.pad_lo, g.pad_hi,
+                             fwd_attr);
   if (pass == Pass::kForward) {
     plan->primitive_weights = fwd.weights_desc();
     plan->scratchpad = fwd.scratchpad_desc();
@@ -247,10 +276,15 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const 
   } else {
     // float32 weight gradient whatever the data type: bfloat16's is accumulated in
     // float32 and rounded once, by the reorder into the caller's buffer.
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        engine, dnnl::algorithm::convolution_direct, plan->src, Any(plan->weights, memory::data_type::f32),
-        plan->dst, g.stride,
-        g.dilation, g.pad_lo, g.pad_hi, fwd, attr);
+    // diff_bias in the caller's data type: oneDNN accumulates it in float32 either way.
+    auto pd = with_bias ? dnnl::convolution_backward_weights::primitive_desc(
+                              engine, dnnl::algorithm::convolution_direct, plan->src,
+                              Any(plan->weights, memory::data_type::f32), plan->bias, plan->dst, g.stride,
+                              g.dilation, g.pad_lo, g.pad_hi, fwd, attr)
+                        : dnnl::convolution_backward_weights::primitive_desc(
+                              engine, dnnl::algorithm::convolution_direct, plan->src,
+                              Any(plan->weights, memory::data_type::f32), plan->dst, g.stride, g.dilation,
+                              g.pad_lo, g.pad_hi, fwd, attr);
 #if DNNL_VERSION_MAJOR == 3 && DNNL_VERSION_MINOR < 13
     // oneDNN 3.2's AMX bfloat16 weight gradient (brgconv_bwd_w:avx512_core_amx) stalls for
     // 0.3-4 s on some calls (fmnist_cnn's 64->64 3x3 on 14x14; 3.13.2 does not, see
@@ -279,28 +313,29 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const 
 
 std::shared_ptr<Plan> GetPlan(Pass pass, memory::data_type dt, ffi::Span<const int64_t> x_dims,
                               ffi::Span<const int64_t> w_dims, ffi::Span<const int64_t> y_dims,
-                              ffi::Span<const int64_t> geometry, const Geometry& g) {
+                              ffi::Span<const int64_t> geometry, const Geometry& g, int epilogue) {
   static std::mutex mu;
   static std::map<Key, std::shared_ptr<Plan>> cache;
   std::vector<int64_t> shapes(x_dims.begin(), x_dims.end());
   shapes.insert(shapes.end(), w_dims.begin(), w_dims.end());
   std::vector<int64_t> out(y_dims.begin(), y_dims.end());
-  Key key{static_cast<int>(pass), static_cast<int>(dt), shapes, out,
+  Key key{static_cast<int>(pass), static_cast<int>(dt), epilogue, shapes, out,
           std::vector<int64_t>(geometry.begin(), geometry.end())};
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  auto plan = MakePlan(pass, dt, x_dims, w_dims, y_dims, g);
+  auto plan = MakePlan(pass, dt, x_dims, w_dims, y_dims, g, epilogue);
   cache.emplace(key, plan);
   return plan;
 }
 
 // Runs `pass` on the calling thread; `x`, `w`, `y` are the input, kernel and output
 // buffers in the caller's layouts (for a gradient, the one computed is the result and
-// the others are read).
+// the others are read). `b` is the bias (forward, read) or its gradient (weight gradient,
+// written) when `epilogue` has kWithBias, else unused.
 ffi::Error Execute(Pass pass, memory::data_type dt, void* x, ffi::Span<const int64_t> x_dims, void* w,
                    ffi::Span<const int64_t> w_dims, void* y, ffi::Span<const int64_t> y_dims,
-                   ffi::Span<const int64_t> geometry) {
+                   ffi::Span<const int64_t> geometry, int epilogue, void* b) {
   size_t rank = x_dims.size() - 2;
   if (rank < 1 || rank > 3 || w_dims.size() != rank + 2 || y_dims.size() != rank + 2) {
     return ffi::Error::InvalidArgument("jaxcnn oneDNN conv: expected (N, *spatial, C) with 1-3 spatial dims");
@@ -311,7 +346,7 @@ ffi::Error Execute(Pass pass, memory::data_type dt, void* x, ffi::Span<const int
   }
   std::shared_ptr<Plan> plan;
   try {
-    plan = GetPlan(pass, dt, x_dims, w_dims, y_dims, geometry, parsed);
+    plan = GetPlan(pass, dt, x_dims, w_dims, y_dims, geometry, parsed, epilogue);
   } catch (const dnnl::error& e) {
     return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN conv: no primitive: ") + e.what());
   }
@@ -324,22 +359,29 @@ ffi::Error Execute(Pass pass, memory::data_type dt, void* x, ffi::Span<const int
     primitive_weights = memory(plan->primitive_weights, engine);
     if (pass != Pass::kWeightGrad) plan->weights_in.execute(stream, weights, primitive_weights);
   }
+  bool with_bias = epilogue & kWithBias;
   try {
     switch (pass) {
       case Pass::kForward:
-      case Pass::kForwardInt8:
-        plan->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, primitive_weights},
-                                         {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+      case Pass::kForwardInt8: {
+        std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, primitive_weights},
+                                                {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}};
+        if (with_bias) args[DNNL_ARG_BIAS] = memory(plan->bias, engine, b);
+        plan->primitive.execute(stream, args);
         break;
+      }
       case Pass::kInputGrad:
         plan->primitive.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, primitive_weights},
                                          {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
         break;
-      case Pass::kWeightGrad:
-        plan->primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, primitive_weights},
-                                         {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+      case Pass::kWeightGrad: {
+        std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, primitive_weights},
+                                                {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}};
+        if (with_bias) args[DNNL_ARG_DIFF_BIAS] = memory(plan->bias, engine, b);
+        plan->primitive.execute(stream, args);
         if (plan->reorder_weights) plan->weights_out.execute(stream, primitive_weights, weights);
         break;
+      }
     }
     stream.wait();
   } catch (const dnnl::error& e) {
@@ -350,8 +392,8 @@ ffi::Error Execute(Pass pass, memory::data_type dt, void* x, ffi::Span<const int
 
 ffi::Error Run(Pass pass, memory::data_type dt, void* x, ffi::Span<const int64_t> x_dims, void* w,
                ffi::Span<const int64_t> w_dims, void* y, ffi::Span<const int64_t> y_dims,
-               ffi::Span<const int64_t> geometry) {
-  return OnOnednnThread([=] { return Execute(pass, dt, x, x_dims, w, w_dims, y, y_dims, geometry); });
+               ffi::Span<const int64_t> geometry, int epilogue = kNone, void* b = nullptr) {
+  return OnOnednnThread([=] { return Execute(pass, dt, x, x_dims, w, w_dims, y, y_dims, geometry, epilogue, b); });
 }
 
 ffi::Error ForwardInt8(ffi::Buffer<ffi::S8> x, ffi::Buffer<ffi::S8> w, ffi::ResultBuffer<ffi::S32> y,
@@ -857,7 +899,56 @@ ffi::Error WeightGrad(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultBuffer<T> 
              dw->dimensions(), dy.untyped_data(), dy.dimensions(), geometry);
 }
 
+// y = [relu](conv(x, w) + b); `b` (C,) or empty (no bias), `relu` 0 or 1.
+template <ffi::DataType T>
+ffi::Error BiasForward(ffi::Buffer<T> x, ffi::Buffer<T> w, ffi::Buffer<T> b, ffi::ResultBuffer<T> y,
+                       ffi::Span<const int64_t> geometry, int64_t relu) {
+  auto yd = y->dimensions();
+  bool with_bias = b.element_count() > 0;
+  if (with_bias && (b.dimensions().size() != 1 || yd.size() < 1 || b.dimensions()[0] != yd.back())) {
+    return ffi::Error::InvalidArgument("jaxcnn oneDNN conv: expected a bias (C_out,) or an empty one");
+  }
+  int epilogue = (with_bias ? kWithBias : kNone) | (relu ? kWithRelu : kNone);
+  return Run(Pass::kForward, OnednnType<T>(), x.untyped_data(), x.dimensions(), w.untyped_data(), w.dimensions(),
+             y->untyped_data(), yd, geometry, epilogue, b.untyped_data());
+}
+
+// dw and db = sum of dy over batch and space, from one primitive.
+template <ffi::DataType T>
+ffi::Error WeightBiasGrad(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultBuffer<T> dw, ffi::ResultBuffer<T> db,
+                          ffi::Span<const int64_t> geometry) {
+  auto yd = dy.dimensions();
+  if (db->dimensions().size() != 1 || yd.size() < 1 || db->dimensions()[0] != yd.back()) {
+    return ffi::Error::InvalidArgument("jaxcnn oneDNN conv: expected a bias gradient (C_out,)");
+  }
+  return Run(Pass::kWeightGrad, OnednnType<T>(), x.untyped_data(), x.dimensions(), dw->untyped_data(),
+             dw->dimensions(), dy.untyped_data(), yd, geometry, kWithBias, db->untyped_data());
+}
+
 }  // namespace
+
+#define JAXCNN_BIAS_FORWARD(name, T)                                  \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, BiasForward<T>,                 \
+                                ffi::Ffi::Bind()                      \
+                                    .Arg<ffi::Buffer<T>>()            \
+                                    .Arg<ffi::Buffer<T>>()            \
+                                    .Arg<ffi::Buffer<T>>()            \
+                                    .Ret<ffi::Buffer<T>>()            \
+                                    .Attr<ffi::Span<const int64_t>>("geometry") \
+                                    .Attr<int64_t>("relu"));
+JAXCNN_BIAS_FORWARD(JaxcnnOnednnConvBiasForward, ffi::DataType::F32)
+JAXCNN_BIAS_FORWARD(JaxcnnOnednnConvBiasForwardBf16, ffi::DataType::BF16)
+
+#define JAXCNN_WEIGHT_BIAS_GRAD(name, T)                              \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, WeightBiasGrad<T>,              \
+                                ffi::Ffi::Bind()                      \
+                                    .Arg<ffi::Buffer<T>>()            \
+                                    .Arg<ffi::Buffer<T>>()            \
+                                    .Ret<ffi::Buffer<T>>()            \
+                                    .Ret<ffi::Buffer<T>>()            \
+                                    .Attr<ffi::Span<const int64_t>>("geometry"));
+JAXCNN_WEIGHT_BIAS_GRAD(JaxcnnOnednnConvWeightBiasGrad, ffi::DataType::F32)
+JAXCNN_WEIGHT_BIAS_GRAD(JaxcnnOnednnConvWeightBiasGradBf16, ffi::DataType::BF16)
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConvForward, Forward<ffi::DataType::F32>,
                               ffi::Ffi::Bind()

@@ -1,0 +1,122 @@
+"""A convolution with its bias and a following ReLU inside oneDNN's forward primitive.
+
+Unfused, a train step's ``relu(conv(x, w) + b)`` is oneDNN's forward writing the
+convolution, then an XLA pass reading it back to add the bias and clamp; backward, XLA
+masks dy, reduces it for the bias gradient and hands the mask to the two gradient calls.
+Here the forward is one custom call (``jaxcnn_onednn_conv_bias_forward``: the bias as
+oneDNN's bias argument, the ReLU as an eltwise post-op) that writes ``y`` once.
+Backward, the bias gradient stays an XLA reduction, which XLA fuses into the pass that
+masks dy: conv.cc can also return it from the weight-gradient primitive
+(``jaxcnn_onednn_conv_weight_bias_grad``, :data:`BIAS_GRAD_IN_ONEDNN`), but fmnist_cnn's
+step was no faster that way: float32 0.998x / 0.992x the unfused step against 1.029x /
+1.001x with XLA's reduction, bfloat16 1.313x / 1.240x against 1.228x / 1.255x (two runs
+each, experiments/bench_conv_relu.py --db-in-onednn, docs/performance.md).
+
+Gradients are those of ``jax.nn.relu(conv + b)``: ``g = dy`` where ``y > 0``, else 0
+(derivative 0 at exactly 0, torch's and ``jax.nn.relu``'s convention; ``y > 0`` iff the
+pre-activation is), then ``dx``, ``dw`` and ``db = sum(g)`` over batch and space.
+
+Taken where :func:`.conv.applies` (float32 / bfloat16 channels-last, zero padding, the
+library loaded) and the result dtype stays float32 / bfloat16; everywhere else
+:func:`conv_relu` is ``ops.relu`` of :func:`.conv.conv` -- what "auto" ran unfused. On
+other platforms ``lax.platform_dependent`` puts lax's convolution (and its autodiff) in
+the custom calls' place.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ... import ops
+from ..xla.checked import check, finish
+from ..xla.conv import lax_conv
+from .conv import DTYPES, _out_shape, applies, conv, geometry_attribute
+
+# The bias gradient from oneDNN's weight-gradient primitive (True) or an XLA reduction
+# fused with the ReLU mask (False: measured faster, module docstring). Read when traced.
+BIAS_GRAD_IN_ONEDNN = False
+
+
+def _reference(x, w, b, geo, relu):
+    """lax's ``[relu](conv(x, w) + b)`` (``b`` empty: no bias): other platforms' branch."""
+    y = lax_conv(x, w, *geo)
+    if b.size:
+        y = y + b
+    return jax.nn.relu(y) if relu else y
+
+
+def _target(name, dtype):
+    return name + ("_bf16" if dtype == jnp.bfloat16 else "")
+
+
+def _attr(geo):
+    stride, pads, dilation, groups = geo
+    return geometry_attribute(groups, stride, dilation, pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _conv_bias(x, w, b, geo, relu):   # b: (C_out,) or (0,) for none; geo: lax_conv's order
+    def cpu(x, w, b):
+        out = jax.ShapeDtypeStruct(_out_shape(x, w, geo), x.dtype)
+        return jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_bias_forward", x.dtype), out, vmap_method="sequential")(
+            x, w, b, geometry=_attr(geo), relu=int(relu))
+    return lax.platform_dependent(x, w, b, cpu=cpu, default=lambda x, w, b: _reference(x, w, b, geo, relu))
+
+
+def _conv_bias_fwd(x, w, b, geo, relu):
+    y = _conv_bias(x, w, b, geo, relu)
+    return y, (x, w, b, y if relu else None)
+
+
+def _bias_grad(g, b):
+    """sum of g over batch and space in b's dtype ((0,) for no bias)."""
+    if not b.size:
+        return jnp.zeros_like(b)
+    return jnp.sum(g, axis=tuple(range(g.ndim - 1)), dtype=jnp.float32).astype(b.dtype)
+
+
+def _conv_bias_bwd(geo, relu, residuals, dy):
+    x, w, b, y = residuals
+    # jax.nn.relu's derivative (0 at 0); a where, not dy * mask: NaN/inf in dy stay put
+    g = jnp.where(y > 0, dy, jnp.zeros_like(dy)) if relu else dy
+    attr = _attr(geo)
+
+    def cpu(x, w, b, g):
+        dx = jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_input_grad", g.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype),
+                              vmap_method="sequential")(g, w, geometry=attr)
+        if not (b.size and BIAS_GRAD_IN_ONEDNN):
+            dw = jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_weight_grad", g.dtype),
+                                  jax.ShapeDtypeStruct(w.shape, w.dtype), vmap_method="sequential")(x, g, geometry=attr)
+            return dx, dw, _bias_grad(g, b)
+        dw, db = jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_weight_bias_grad", g.dtype),
+                                  (jax.ShapeDtypeStruct(w.shape, w.dtype), jax.ShapeDtypeStruct(b.shape, b.dtype)),
+                                  vmap_method="sequential")(x, g, geometry=attr)
+        return dx, dw, db
+
+    def other(x, w, b, g):
+        return jax.vjp(lambda x, w, b: _reference(x, w, b, geo, False), x, w, b)[1](g)
+    return lax.platform_dependent(x, w, b, g, cpu=cpu, default=other)
+
+
+_conv_bias.defvjp(_conv_bias_fwd, _conv_bias_bwd)
+
+
+def conv_relu(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
+              layout: str = "NHWC"):
+    """``ops.relu(ops.conv(x, w, b, ...))`` (the conv's signature, values and errors; the
+    gradients of ``jax.nn.relu``) as one oneDNN forward with the bias and ReLU fused, and
+    oneDNN's backward passes (module docstring); off oneDNN's path ``ops.relu`` of
+    :func:`.conv.conv`."""
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
+                  layout=layout)
+    if not applies(x, w, layout, padding_mode):
+        return ops.relu(conv(x, w, b, **kwargs))
+    c = check(ops.conv, "conv", x, w, b, **kwargs)
+    if c.out.dtype not in DTYPES:           # e.g. a float64 bias promotes the result
+        return ops.relu(conv(x, w, b, **kwargs))
+    bias = jnp.zeros((0,), c.out.dtype) if b is None else jnp.asarray(b, c.out.dtype)
+    y = _conv_bias(c.x, c.w, bias, (c.stride, c.pads, c.dilation, groups), True)
+    return finish(y, None, c)
