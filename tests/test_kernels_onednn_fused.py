@@ -25,6 +25,7 @@ from jaxcnn.layers import Conv, Dense, Flatten, LayerError, Relu, recording
 from jaxcnn.layers.base import elementwise, tapping
 from jaxcnn.train import create_train_state, make_train_step
 
+from _helpers import normal
 from _parity import assert_close, to_first
 
 # float32 against float64: each output sums at most 3*3*6 = 54 products (the gradients a
@@ -223,7 +224,7 @@ def _fmnist_step(**kwargs):
     tx = optax.sgd(0.01, momentum=0.9)
     shape = (4, 28, 28, 1)
     ts = create_train_state(model, tx, jax.random.PRNGKey(0), shape)
-    batch = {"image": jax.random.normal(jax.random.PRNGKey(1), shape), "label": jnp.arange(4) % 10}
+    batch = {"image": normal(jax.random.PRNGKey(1), shape), "label": jnp.arange(4) % 10}
     return make_train_step(model, ops.cross_entropy, tx, **kwargs), (ts, batch, jax.random.PRNGKey(2))
 
 
