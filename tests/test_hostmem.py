@@ -25,7 +25,7 @@ temp = f.lower(x).compile().memory_analysis().temp_size_in_bytes
 for _ in range(4):
     f(x).block_until_ready()
 faults = []
-for _ in range(6):
+for _ in range(12):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     f(x).block_until_ready()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
