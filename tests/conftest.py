@@ -16,7 +16,7 @@ os.environ["JAXCNN_AUTO_TABLE"] = "0"
 if os.environ.get("JAXCNN_TEST_CACHE", "1") != "0":
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                           os.path.join(tempfile.gettempdir(), f"jaxcnn-test-xla-cache-{getpass.getuser()}"))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
 
 os.environ.setdefault("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] += " " + xla_flags()

@@ -3,6 +3,7 @@ defaults, input sizes and parameter counts; `jaxcnn summary --model-option`; arg
 own errors are one line; small messages (idx:DIR, GradcheckReport) say what matters."""
 import inspect
 import json
+import re
 
 import numpy as np
 import pytest
@@ -19,10 +20,11 @@ def test_models_lists_every_zoo_model_with_options_input_and_params(capsys):
     for name in models.available():
         assert name in blocks, f"{name} missing from `jaxcnn models`"
         block = blocks[name]
-        model = models.create(name)
-        params, _ = model.param_shapes()
-        assert f"{models.count(params):,} parameters" in block, block
-        assert f"input {'x'.join(map(str, model.input_shape))}" in block, block
+        # the counts themselves are checked against torch/torchvision's (test_models.py's
+        # test_torchvision_parameter_counts) and below; re-tracing every model here to
+        # restate the CLI's own count took half this test's 11 s
+        assert re.search(r", [1-9][0-9,]* parameters", block.splitlines()[0]), block
+        assert f"input {'x'.join(map(str, models.create(name).input_shape))}" in block, block
         builder = models.registry._MODELS[name]
         for p in inspect.signature(builder).parameters.values():
             if p.name != "num_classes":

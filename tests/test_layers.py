@@ -52,7 +52,7 @@ def test_torch_default_init_bounds():
     assert p["weight"].shape == (100, 3) and np.abs(p["weight"]).max() <= 0.1
 
 
-@pytest.mark.parametrize("shape", [(3, 3, 16, 32), (5, 5, 1, 6), (2, 3, 4), (7,), ()])
+@pytest.mark.parametrize("shape", [(3, 3, 16, 32), (2, 3, 4), ()])
 def test_random_initialisers_equal_a_draw_of_the_shape_itself(shape):
     """The initialisers draw flat and reshape (a faster compile); the values must be
     jax.random's for that shape, bit for bit, or seeded models would change."""

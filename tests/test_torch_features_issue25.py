@@ -35,8 +35,10 @@ CE_CASES = list(itertools.product([(4, 3), (3,), (2, 3, 2, 2)], [False, True], [
                                   ["mean", "sum", "none"], [0.0, 0.2]))
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("mode", ["autodiff", "explicit"])
+# each mode in one layout by default, the other two combinations under -m slow
+@pytest.mark.parametrize("mode, layout", [("autodiff", "NCHW"), ("explicit", "NHWC"),
+                                          pytest.param("autodiff", "NHWC", marks=pytest.mark.slow),
+                                          pytest.param("explicit", "NCHW", marks=pytest.mark.slow)])
 def test_cross_entropy_options_match_torch(x64, layout, mode):
     rng = np.random.default_rng(0)
     ns = dispatch if mode == "explicit" else F
