@@ -38,6 +38,7 @@ def main():
     from jaxcnn.hostmem import keep_freed_memory
     keep_freed_memory()
     import jax
+    from _timing import interleaved_step_ms
     import jax.numpy as jnp
     import optax
 
@@ -61,20 +62,8 @@ def main():
         steps[name] = fn.lower(ts, batch, jax.random.PRNGKey(3)).compile()
         compile_s[name] = time.perf_counter() - t0
         states[name] = ts
-    times = {k: [] for k in configs}
-    for _ in range(args.rounds):
-        for name, fn in steps.items():
-            ts = states[name]
-            ts, m = fn(ts, batch, jax.random.PRNGKey(3))
-            jax.block_until_ready(m)
-            t = []
-            for _ in range(args.steps):
-                t0 = time.perf_counter()
-                ts, m = fn(ts, batch, jax.random.PRNGKey(3))
-                jax.block_until_ready(m)
-                t.append(time.perf_counter() - t0)
-            states[name] = ts
-            times[name].append(1e3 * statistics.median(t))
+    times = interleaved_step_ms(steps, states, (batch, jax.random.PRNGKey(3)), rounds=args.rounds,
+                                steps_per_round=args.steps)
     from jaxcnn.kernels import onednn
     version = _onednn_prefix.version() if onednn.load() else onednn.reason()
     print(f"oneDNN {version} ({prefix or 'default'})")

@@ -111,6 +111,7 @@ def main():
     from jaxcnn.hostmem import keep_freed_memory
     keep_freed_memory()
     import jax
+    from _timing import interleaved_step_ms
     import optax
 
     if args.layers:
@@ -146,19 +147,8 @@ def main():
         finally:
             fused.BIAS_GRAD_IN_ONEDNN = False
         states[name] = ts
-    times = {k: [] for k in configs}
-    for _ in range(args.rounds):
-        for name, fn in steps.items():
-            ts, m = fn(states[name], batch, jax.random.PRNGKey(3))
-            jax.block_until_ready(m)
-            t = []
-            for _ in range(args.steps):
-                t0 = time.perf_counter()
-                ts, m = fn(ts, batch, jax.random.PRNGKey(3))
-                jax.block_until_ready(m)
-                t.append(time.perf_counter() - t0)
-            states[name] = ts
-            times[name].append(1e3 * statistics.median(t))
+    times = interleaved_step_ms(steps, states, (batch, jax.random.PRNGKey(3)), rounds=args.rounds,
+                                steps_per_round=args.steps)
     rows = []
     for name, t in times.items():
         ratios = [u / x for u, x in zip(times[UNFUSED], t)]
