@@ -16,8 +16,7 @@ from torch import nn
 
 from jaxcnn import models
 from jaxcnn.interop import to_torch
-
-from _helpers import normal
+from jaxcnn.ops.random import normal
 
 
 def grad_cam_module():

@@ -57,26 +57,6 @@ def xla_flags(devices: int | None = None) -> str:
     return " ".join(flags)
 
 
-def normal(key, shape, **kw):
-    """``jax.random.normal(key, shape, **kw)``, bit for bit, drawn flat and reshaped: XLA
-    compiles the threefry hash over a 4-D shape 4-6x slower than over a flat one (see
-    jaxcnn/layers/initializers.py), and each distinct test shape is one more compile."""
-    return _flat_draw("normal", key, shape, **kw)
-
-
-def uniform(key, shape, **kw):
-    """``jax.random.uniform(key, shape, **kw)`` (dtype, minval, maxval), bit for bit, drawn flat."""
-    return _flat_draw("uniform", key, shape, **kw)
-
-
-def _flat_draw(name, key, shape, **kw):
-    import math
-
-    import jax          # not at the top: conftest imports this module before jax is configured
-    shape = tuple(shape)
-    return getattr(jax.random, name)(key, (math.prod(shape),), **kw).reshape(shape)
-
-
 def cli_env(drop=(), **extra) -> dict:
     """The environment of a ``jaxcnn`` subprocess: this one's without the names in ``drop``,
     on the CPU, without XLA's autotuning, this checkout first on PYTHONPATH and the suite's

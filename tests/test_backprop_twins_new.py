@@ -12,8 +12,8 @@ from jaxcnn import dispatch
 from jaxcnn.backprop import twins
 from jaxcnn.dispatch import backprop_mode
 from jaxcnn.dispatch import observe
+from jaxcnn.ops.random import normal
 
-from _helpers import normal
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional

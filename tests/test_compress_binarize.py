@@ -11,8 +11,7 @@ from jaxcnn import compress
 from jaxcnn.combinators import serial
 from jaxcnn.layers import Conv, Dense, Flatten, Relu
 from jaxcnn.ops import cross_entropy
-
-from _helpers import normal
+from jaxcnn.ops.random import normal
 
 
 def _w(seed=0, shape=(3, 3, 4, 6)):

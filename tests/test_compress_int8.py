@@ -12,8 +12,7 @@ from jaxcnn import compress
 from jaxcnn.combinators import serial
 from jaxcnn.layers import BatchNorm, Conv, Dense, Flatten, MaxPool, Relu
 from jaxcnn.ops import cross_entropy
-
-from _helpers import normal
+from jaxcnn.ops.random import normal
 
 
 def _net():

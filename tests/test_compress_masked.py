@@ -11,8 +11,7 @@ from jaxcnn.combinators import serial
 from jaxcnn.layers import Conv, Dense, Flatten, Relu
 from jaxcnn.ops import cross_entropy
 from jaxcnn.train import OPTIMIZERS, make_optimizer
-
-from _helpers import normal
+from jaxcnn.ops.random import normal
 
 
 def _setup():

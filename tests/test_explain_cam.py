@@ -10,11 +10,11 @@ from jaxcnn import inspect
 from jaxcnn.combinators import serial
 from jaxcnn.layers import Conv, Dense, GlobalAvgPool, Relu
 from jaxcnn.models import as_model
+from jaxcnn.ops.random import normal
 
 gc = grad_cam_module()
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-from _helpers import normal
 
 PEERS = {"gradcam": gc.GradCAM, "gradcam++": gc.GradCAMPlusPlus, "xgradcam": gc.XGradCAM,
          "hirescam": gc.HiResCAM, "layercam": gc.LayerCAM, "eigencam": gc.EigenCAM, "scorecam": gc.ScoreCAM}

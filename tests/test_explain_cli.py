@@ -7,8 +7,7 @@ import pytest
 
 from jaxcnn import plot
 from jaxcnn.cli import main
-
-from _helpers import normal, uniform
+from jaxcnn.ops.random import normal, uniform
 
 
 @pytest.fixture(scope="module")

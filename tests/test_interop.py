@@ -17,6 +17,7 @@ from jaxcnn.models import create
 from jaxcnn.models.densenet import dense_block
 from jaxcnn.models.mobilenet import inverted_residual
 from jaxcnn.models.vgg import CONFIGS
+from jaxcnn.ops.random import normal
 
 torch.manual_seed(0)
 
@@ -190,8 +191,6 @@ class TorchDenseBlock(nn.Module):
 
 
 from collections import OrderedDict  # noqa: E402
-
-from _helpers import normal
 
 
 def test_densenet_block_parity():

@@ -24,8 +24,8 @@ from jaxcnn.kernels.onednn import fused as fused_module
 from jaxcnn.layers import Conv, Dense, Flatten, LayerError, Relu, recording
 from jaxcnn.layers.base import elementwise, tapping
 from jaxcnn.train import create_train_state, make_train_step
+from jaxcnn.ops.random import normal
 
-from _helpers import normal
 from _parity import assert_close, to_first
 
 # float32 against float64: each output sums at most 3*3*6 = 54 products (the gradients a

@@ -18,8 +18,8 @@ from jaxcnn.compress.quantize import QParams, fake_quant, quantize
 from jaxcnn.kernels import onednn
 from jaxcnn.kernels.onednn import int8 as onednn_int8
 from jaxcnn.layers import BatchNorm, Conv, Dense, Flatten, MaxPool, Relu
+from jaxcnn.ops.random import normal
 
-from _helpers import normal
 
 CASES = [  # (x shape NHWC, w shape HWIO, stride, pads, dilation, groups)
     ((4, 10, 9, 6), (3, 3, 6, 8), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),

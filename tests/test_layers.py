@@ -54,8 +54,9 @@ def test_torch_default_init_bounds():
 
 @pytest.mark.parametrize("shape", [(3, 3, 16, 32), (2, 3, 4), ()])
 def test_random_initialisers_equal_a_draw_of_the_shape_itself(shape):
-    """The initialisers draw flat and reshape (a faster compile); the values must be
-    jax.random's for that shape, bit for bit, or seeded models would change."""
+    """The initialisers draw through jaxcnn.ops.random (flat, reshaped: a faster
+    compile); the values must be jax.random's for that shape, bit for bit, or seeded
+    models would change."""
     from jaxcnn.layers import initializers as I
     bound = 1 / 7   # fan_in 49
     np.testing.assert_array_equal(I.torch_default(K, shape, 49, 0), jax.random.uniform(K, shape, jnp.float32,

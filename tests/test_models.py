@@ -12,8 +12,8 @@ import pytest
 from jaxcnn.models import available, count, create
 from jaxcnn.models.densenet import densenet
 from jaxcnn.models.shufflenet import shufflenet_v2
+from jaxcnn.ops.random import normal
 
-from _helpers import normal
 
 TORCHVISION_COUNTS = {
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "vgg11": 132_863_336,

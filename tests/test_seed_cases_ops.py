@@ -14,8 +14,7 @@ from jaxcnn.combinators import serial
 from jaxcnn.inspect.summary import summary
 from jaxcnn.layers import Conv, Dense
 from jaxcnn.ops.shapes import conv_output_size, conv_transpose_output_size, pool_output_size
-
-from _helpers import normal
+from jaxcnn.ops.random import normal
 
 
 def conv1d(x, w, **kw):

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..ops import random
 from .activations import check_input
 
 
@@ -101,7 +102,7 @@ def pgd(model, params, state, x, labels, eps: float, step: float, iters: int, no
 
     adv = x
     if key is not None:
-        adv = project(x + jax.random.uniform(key, x.shape, x.dtype, -eps, eps))
+        adv = project(x + random.uniform(key, x.shape, dtype=x.dtype, minval=-eps, maxval=eps))
 
     def body(_, adv):
         g = grad(adv, labels)

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..ops import random
 from .activations import check_input, input_gradient, scores_fn, target_scores
 
 IG_METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
@@ -119,7 +120,7 @@ def smoothgrad(model, params, state, x, target, key=None, samples: int = 5, stde
     if noise is None:
         if key is None:
             raise ValueError(f"{fn}: pass a PRNG key (key=jax.random.PRNGKey(0)) or explicit noise")
-        noise = stdev * jax.random.normal(key, (samples,) + tuple(x.shape), x.dtype)
+        noise = stdev * random.normal(key, (samples,) + tuple(x.shape), dtype=x.dtype)
     elif tuple(noise.shape) != (samples,) + tuple(x.shape):
         raise ValueError(f"{fn}: noise must have shape {(samples,) + tuple(x.shape)}, got {tuple(noise.shape)}")
     attribution = attribution or saliency

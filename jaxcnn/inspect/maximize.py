@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ..ops import random
 from .activations import as_model, forward_with
 
 
@@ -55,7 +56,7 @@ def max_response(model, params, state, layer: str, channels, key, input_shape=No
 
     def one(c, k):
         k0, k1 = jax.random.split(k)
-        x = init_scale * jax.random.normal(k0, (1,) + shape)
+        x = init_scale * random.normal(k0, (1,) + shape)
         opt_state = opt.init(x)
 
         def step(i, carry):

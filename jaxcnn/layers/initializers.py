@@ -6,32 +6,22 @@ is ``sqrt(2/(1+a^2)) = sqrt(1/3)`` and the bound ``gain*sqrt(3/fan_in)``, i.e.
 fan_in is computed as torch does from the torch-layout weight: conv ``C_in/g * prod(k)``,
 transposed conv ``C_out/g * prod(k)`` (torch's weight.size(1)), linear ``in_features``.
 An initialiser here is ``init(key, shape, fan_in, fan_out, dtype) -> array``.
-
-Random initialisers draw a flat vector and reshape it: JAX numbers threefry's counters
-by the flat index, so the values are bit-for-bit those of a draw of ``shape`` itself
-(tested), but XLA:CPU compiles the hash over a 4-D iota 4-6x slower than over a 1-D
-one (0.8-1.0 s against 0.15-0.25 s per conv kernel shape, jaxlib 0.10.2 and 0.12), and
-an eagerly initialised model compiles one draw per distinct parameter shape.
+Random initialisers draw through :mod:`jaxcnn.ops.random`: jax.random's values, bit
+for bit, with a faster compile of each parameter shape's draw.
 """
 from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 
-
-def _flat(draw, key, shape, *args):
-    """``draw(key, shape, *args)`` computed as a flat draw reshaped (same values, faster
-    compile: see the module docstring)."""
-    shape = tuple(shape)
-    return draw(key, (math.prod(shape),), *args).reshape(shape)
+from ..ops import random
 
 
 def torch_default(key, shape, fan_in, fan_out, dtype=jnp.float32):
     """kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch's default)."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-    return _flat(jax.random.uniform, key, shape, dtype, -bound, bound)
+    return random.uniform(key, shape, dtype=dtype, minval=-bound, maxval=bound)
 
 
 torch_bias = torch_default
@@ -39,7 +29,7 @@ torch_bias = torch_default
 
 def kaiming_normal_fan_out(key, shape, fan_in, fan_out, dtype=jnp.float32):
     """N(0, 2/fan_out): torchvision's ResNet/MobileNet conv init (mode='fan_out', relu)."""
-    return _flat(jax.random.normal, key, shape, dtype) * math.sqrt(2.0 / fan_out)
+    return random.normal(key, shape, dtype=dtype) * math.sqrt(2.0 / fan_out)
 
 
 def zeros(key, shape, fan_in=0, fan_out=0, dtype=jnp.float32):
