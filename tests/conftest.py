@@ -16,6 +16,8 @@ os.environ["JAXCNN_AUTO_TABLE"] = "0"
 if os.environ.get("JAXCNN_TEST_CACHE", "1") != "0":
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                           os.path.join(tempfile.gettempdir(), f"jaxcnn-test-xla-cache-{getpass.getuser()}"))
+    # most of the suite's programs compile in 0.05-0.3 s: caching them made a warm rerun of
+    # three parity files 10% faster (a cold run 2% slower, the cache's writes)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
 
 os.environ.setdefault("XLA_FLAGS", "")
