@@ -15,13 +15,13 @@ import math
 
 import jax.numpy as jnp
 
-from ..ops import random
+from ..ops.random import normal, uniform
 
 
 def torch_default(key, shape, fan_in, fan_out, dtype=jnp.float32):
     """kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch's default)."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-    return random.uniform(key, shape, dtype=dtype, minval=-bound, maxval=bound)
+    return uniform(key, shape, dtype=dtype, minval=-bound, maxval=bound)
 
 
 torch_bias = torch_default
@@ -29,7 +29,7 @@ torch_bias = torch_default
 
 def kaiming_normal_fan_out(key, shape, fan_in, fan_out, dtype=jnp.float32):
     """N(0, 2/fan_out): torchvision's ResNet/MobileNet conv init (mode='fan_out', relu)."""
-    return random.normal(key, shape, dtype=dtype) * math.sqrt(2.0 / fan_out)
+    return normal(key, shape, dtype=dtype) * math.sqrt(2.0 / fan_out)
 
 
 def zeros(key, shape, fan_in=0, fan_out=0, dtype=jnp.float32):
