@@ -38,20 +38,12 @@ def main():
     from jaxcnn.hostmem import keep_freed_memory
     keep_freed_memory()
     import jax
-    from _timing import interleaved_step_ms
-    import jax.numpy as jnp
-    import optax
+    from _timing import interleaved_step_ms, step_problem
 
-    from jaxcnn import models
     from jaxcnn.train.state import create_train_state
     from jaxcnn.train.step import make_train_step
 
-    model = models.create(args.model, num_classes=10)
-    shape = (args.batch, 28, 28, 1) if "fmnist" in args.model or "lenet" in args.model else (args.batch, 32, 32, 3)
-    tx = optax.sgd(0.01, momentum=0.9)
-    batch = {"image": jax.random.normal(jax.random.PRNGKey(0), shape),
-             "label": jax.random.randint(jax.random.PRNGKey(1), (args.batch,), 0, 10)}
-    loss = lambda logits, labels: optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    model, shape, tx, batch, loss = step_problem(args.model, args.batch)
     configs = {"fp32": dict(precision="fp32"), "bf16 (oneDNN conv)": dict(precision="bf16"),
                "bf16 (XLA conv)": dict(precision="bf16", auto_table={"conv": "fast"})}
     steps, states, compile_s = {}, {}, {}

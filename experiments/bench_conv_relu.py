@@ -111,8 +111,7 @@ def main():
     from jaxcnn.hostmem import keep_freed_memory
     keep_freed_memory()
     import jax
-    from _timing import interleaved_step_ms
-    import optax
+    from _timing import interleaved_step_ms, step_problem
 
     if args.layers:
         rows = _layers(args)
@@ -122,17 +121,11 @@ def main():
                                    "rounds": args.rounds, "steps": args.steps}, indent=1))
         print("wrote", out)
         return
-    from jaxcnn import models
     from jaxcnn.kernels.onednn import fused
     from jaxcnn.train.state import create_train_state
     from jaxcnn.train.step import make_train_step
 
-    model = models.create(args.model, num_classes=10)
-    shape = (args.batch, 28, 28, 1) if "fmnist" in args.model or "lenet" in args.model else (args.batch, 32, 32, 3)
-    tx = optax.sgd(0.01, momentum=0.9)
-    batch = {"image": jax.random.normal(jax.random.PRNGKey(0), shape),
-             "label": jax.random.randint(jax.random.PRNGKey(1), (args.batch,), 0, 10)}
-    loss = lambda logits, labels: optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    model, shape, tx, batch, loss = step_problem(args.model, args.batch)
     configs = {"fused": {}, UNFUSED: {"conv_relu": "autodiff"}}
     if args.db_in_onednn:
         configs[DB_ONEDNN] = {}
