@@ -127,6 +127,18 @@ class OnednnThread {
   std::thread thread_;
 };
 
+// `plan = get()`, or what building the primitive threw (an `Exception`) as one
+// InvalidArgument: "jaxcnn oneDNN <what>: no primitive: ...".
+template <typename Exception = dnnl::error, typename P, typename Get>
+ffi::Error BuildPlan(std::shared_ptr<P>& plan, const char* what, Get&& get) {
+  try {
+    plan = get();
+  } catch (const Exception& e) {
+    return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN ") + what + ": no primitive: " + e.what());
+  }
+  return ffi::Error::Success();
+}
+
 ffi::Error OnOnednnThread(std::function<ffi::Error()> job) {
   static std::mutex mu;
   static OnednnThread* thread = nullptr;  // never destroyed: lives as long as the process
@@ -345,11 +357,8 @@ ffi::Error Execute(Pass pass, memory::data_type dt, void* x, ffi::Span<const int
     return ffi::Error::InvalidArgument("jaxcnn oneDNN conv: malformed geometry attribute");
   }
   std::shared_ptr<Plan> plan;
-  try {
-    plan = GetPlan(pass, dt, x_dims, w_dims, y_dims, geometry, parsed, epilogue);
-  } catch (const dnnl::error& e) {
-    return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN conv: no primitive: ") + e.what());
-  }
+  auto get = [&] { return GetPlan(pass, dt, x_dims, w_dims, y_dims, geometry, parsed, epilogue); };
+  if (auto err = BuildPlan(plan, "conv", get); err.failure()) return err;
   auto& engine = Engine();
   dnnl::stream stream(engine);
   memory src(plan->src, engine, x), dst(plan->dst, engine, y), weights(plan->weights, engine, w);
@@ -438,11 +447,7 @@ std::shared_ptr<MatmulPlan> GetMatmulPlan(int64_t m, int64_t k, int64_t n) {
 
 ffi::Error ExecuteMatmulInt8(void* a, void* b, void* c, int64_t m, int64_t k, int64_t n) {
   std::shared_ptr<MatmulPlan> plan;
-  try {
-    plan = GetMatmulPlan(m, k, n);
-  } catch (const dnnl::error& e) {
-    return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN matmul: no primitive: ") + e.what());
-  }
+  if (auto err = BuildPlan(plan, "matmul", [&] { return GetMatmulPlan(m, k, n); }); err.failure()) return err;
   auto& engine = Engine();
   dnnl::stream stream(engine);
   memory a_mem(plan->a, engine, a), b_mem(plan->b, engine, b), c_mem(plan->c, engine, c);
@@ -763,11 +768,9 @@ ffi::Error ConvS8Fused(ffi::Buffer<ffi::S8> x, ffi::Buffer<ffi::S8> w, ffi::Buff
   memory::data_type dst_dt = *dt;
   return OnOnednnThread([=]() -> ffi::Error {
     std::shared_ptr<FusedPlan> plan;
-    try {
-      plan = GetFusedPlan(key, [&] { return MakeFusedConvPlan(xv, wv, yv, g, codes, dst_dt); });
-    } catch (const std::exception& e) {
-      return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN fused int8 conv: no primitive: ") + e.what());
-    }
+    auto make = [&] { return MakeFusedConvPlan(xv, wv, yv, g, codes, dst_dt); };
+    auto get = [&] { return GetFusedPlan(key, make); };
+    if (auto err = BuildPlan<std::exception>(plan, "fused int8 conv", get); err.failure()) return err;
     return ExecuteFused(*plan, args);
   });
 }
@@ -791,11 +794,9 @@ ffi::Error MatmulS8Fused(ffi::Buffer<ffi::S8> a, ffi::Buffer<ffi::S8> b, ffi::Bu
   memory::data_type dst_dt = *dt;
   return OnOnednnThread([=]() -> ffi::Error {
     std::shared_ptr<FusedPlan> plan;
-    try {
-      plan = GetFusedPlan(key, [&] { return MakeFusedMatmulPlan(m, k, n, codes, dst_dt); });
-    } catch (const std::exception& e) {
-      return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN fused int8 matmul: no primitive: ") + e.what());
-    }
+    auto make = [&] { return MakeFusedMatmulPlan(m, k, n, codes, dst_dt); };
+    auto get = [&] { return GetFusedPlan(key, make); };
+    if (auto err = BuildPlan<std::exception>(plan, "fused int8 matmul", get); err.failure()) return err;
     return ExecuteFused(*plan, args);
   });
 }
@@ -855,10 +856,8 @@ ffi::Error MaxPoolS8(ffi::Buffer<ffi::S8> x, ffi::Result<ffi::Buffer<ffi::S8>> y
   void *src = x.untyped_data(), *dst = y->untyped_data();
   return OnOnednnThread([=]() -> ffi::Error {
     std::shared_ptr<PoolPlan> plan;
-    try {
-      plan = GetPoolPlan(xv, yv, wv);
-    } catch (const dnnl::error& e) {
-      return ffi::Error::InvalidArgument(std::string("jaxcnn oneDNN int8 max pool: no primitive: ") + e.what());
+    if (auto err = BuildPlan(plan, "int8 max pool", [&] { return GetPoolPlan(xv, yv, wv); }); err.failure()) {
+      return err;
     }
     auto& engine = Engine();
     dnnl::stream stream(engine);
