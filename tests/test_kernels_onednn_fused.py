@@ -26,7 +26,7 @@ from jaxcnn.layers.base import elementwise, tapping
 from jaxcnn.train import create_train_state, make_train_step
 from jaxcnn.ops.random import normal
 
-from _parity import assert_close, to_first
+from _parity import assert_close, to_first, value_and_vjp
 
 # float32 against float64: each output sums at most 3*3*6 = 54 products (the gradients a
 # few hundred), so float32 rounding stays near 1e-6 of the result's scale; 2e-5 (as in
@@ -63,12 +63,11 @@ def _arrays(rng, x_shape, w_shape, bias):
 
 
 def _vjp(fn, x, w, b, dy):
-    """fn's value and (dx, dw[, db]) for cotangent dy (no db without a bias)."""
+    """fn's value and (dx, dw[, db]) for cotangent dy (no db without a bias), one jitted
+    program (_parity.value_and_vjp)."""
     if b is None:
-        y, pull = jax.vjp(lambda x, w: fn(x, w, None), x, w)
-    else:
-        y, pull = jax.vjp(fn, x, w, b)
-    return y, pull(dy)
+        return value_and_vjp(lambda x, w: fn(x, w, None))(x, w, dy)
+    return value_and_vjp(fn)(x, w, b, dy)
 
 
 def test_the_library_builds_and_loads():
