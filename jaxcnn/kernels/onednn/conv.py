@@ -31,6 +31,7 @@ from jax import lax
 
 from ... import ops
 from ...ops.layout import channels_last
+from ...ops.shapes import conv_output_size
 from ..xla.checked import check, finish
 from ..xla.conv import conv as fast_conv, lax_conv
 from . import build
@@ -52,8 +53,12 @@ def _call(target, result_shape, a, b, geometry):
                             vmap_method="sequential")(a, b, geometry=geometry)
 
 
-def _out_shape(x, w, geo):
-    return jax.eval_shape(lambda x, w: lax_conv(x, w, *geo), x, w).shape
+def output_shape(x, w, stride, pads, dilation) -> tuple:
+    """``(N, *out_spatial, C_out)`` of a convolution of ``x`` (N, *spatial, C) with ``w``
+    (``(*kernel, C_in/groups, C_out)``): the custom calls' result shape, by arithmetic."""
+    spatial = [conv_output_size(size, k, stride[i], pads[i], dilation[i])
+               for i, (size, k) in enumerate(zip(x.shape[1:-1], w.shape[:-2]))]
+    return (x.shape[0], *spatial, w.shape[-1])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -61,7 +66,7 @@ def _conv(x, w, geo):   # geo: (stride, pads, dilation, groups), lax_conv's orde
     stride, pads, dilation, groups = geo
     return lax.platform_dependent(
         x, w, default=lambda x, w: lax_conv(x, w, *geo),
-        cpu=lambda x, w: _call("jaxcnn_onednn_conv_forward", _out_shape(x, w, geo), x, w,
+        cpu=lambda x, w: _call("jaxcnn_onednn_conv_forward", output_shape(x, w, stride, pads, dilation), x, w,
                                geometry_attribute(groups, stride, dilation, pads)))
 
 

@@ -33,7 +33,7 @@ from jax import lax
 from ... import ops
 from ..xla.checked import check, finish
 from ..xla.conv import lax_conv
-from .conv import DTYPES, _out_shape, applies, conv, geometry_attribute
+from .conv import DTYPES, applies, conv, geometry_attribute, output_shape
 
 # The bias gradient from oneDNN's weight-gradient primitive (True) or an XLA reduction
 # fused with the ReLU mask (False: measured faster, module docstring). Read when traced.
@@ -60,7 +60,7 @@ def _attr(geo):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _conv_bias(x, w, b, geo, relu):   # b: (C_out,) or (0,) for none; geo: lax_conv's order
     def cpu(x, w, b):
-        out = jax.ShapeDtypeStruct(_out_shape(x, w, geo), x.dtype)
+        out = jax.ShapeDtypeStruct(output_shape(x, w, *geo[:3]), x.dtype)
         return jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_bias_forward", x.dtype), out, vmap_method="sequential")(
             x, w, b, geometry=_attr(geo), relu=int(relu))
     return lax.platform_dependent(x, w, b, cpu=cpu, default=lambda x, w, b: _reference(x, w, b, geo, relu))

@@ -34,7 +34,7 @@ import numpy as np
 
 from ...ops.shapes import conv_output_size
 from . import build
-from .conv import geometry_attribute
+from .conv import geometry_attribute, output_shape
 
 
 def _on_cpu() -> bool:
@@ -62,13 +62,6 @@ def matmul_applies(a, b) -> bool:
     return _on_cpu() and build.load()
 
 
-def _conv_out_shape(x, w, stride, pads, dilation) -> tuple:
-    """``(N, *out_spatial, O)`` of a convolution of ``x`` (N, *spatial, C) with ``w``."""
-    spatial = [conv_output_size(size, k, stride[i], pads[i], dilation[i])
-               for i, (size, k) in enumerate(zip(x.shape[1:-1], w.shape[:-2]))]
-    return (x.shape[0], *spatial, w.shape[-1])
-
-
 def conv_int8(x, w, *, stride, pads, dilation, groups: int = 1):
     """The int32 convolution of int8 ``x`` (N, *spatial, C) with int8 ``w`` (*kernel,
     C/groups, O): ``stride`` and ``dilation`` per spatial dim, ``pads`` a ``(lo, hi)``
@@ -76,7 +69,7 @@ def conv_int8(x, w, *, stride, pads, dilation, groups: int = 1):
     :func:`conv_applies`."""
     stride, dilation = tuple(int(s) for s in stride), tuple(int(d) for d in dilation)
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    out = jax.ShapeDtypeStruct(_conv_out_shape(x, w, stride, pads, dilation), jnp.int32)
+    out = jax.ShapeDtypeStruct(output_shape(x, w, stride, pads, dilation), jnp.int32)
     return jax.ffi.ffi_call("jaxcnn_onednn_conv_forward_s8", out, vmap_method="sequential")(
         x, w, geometry=geometry_attribute(groups, stride, dilation, pads))
 
@@ -138,7 +131,7 @@ def conv_int8_fused(x, w, scale, ops=(), vectors=None, out_scale=None, *, stride
     where :func:`conv_applies`."""
     stride, dilation = tuple(int(s) for s in stride), tuple(int(d) for d in dilation)
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    shape = _conv_out_shape(x, w, stride, pads, dilation)
+    shape = output_shape(x, w, stride, pads, dilation)
     codes, scale, vectors, dst_scale, tensor = _epilogue_operands(ops, vectors, scale, out_scale, tensor, shape)
     return jax.ffi.ffi_call("jaxcnn_onednn_conv_s8_fused", _fused_result(shape, out_scale), vmap_method="sequential")(
         x, w, scale, vectors, dst_scale, tensor, geometry=geometry_attribute(groups, stride, dilation, pads),
