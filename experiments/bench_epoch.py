@@ -9,9 +9,10 @@ bridges the two: for the same model and data it times, in ms per step,
   ``step-cli``       the step on one fixed batch, with the CLI's optimiser (AdamW, one-cycle
                      schedule, weight decay on kernels) and loss;
   ``loop-cli``       the CLI's own data path and step: ``jaxcnn.data.batches`` over the real
-                     training split, ``Runner.put_batch``, ``Runner.train_step``, metrics
-                     fetched every ``log_every`` steps -- the loop of ``jaxcnn.train.fit``
-                     without evaluation or checkpoints;
+                     training split, ``Runner.train_chunk`` (``--steps-per-dispatch`` steps
+                     per call, the CLI's default), metrics fetched every ``log_every`` steps
+                     -- the loop of ``jaxcnn.train.fit`` without evaluation or checkpoints;
+                     ``jaxcnn:loop-cli:per-step`` calls the step once per step;
   ``feed``           that data path alone (batches drawn and placed on the device, no step);
 
 (jaxcnn rows keep freed host memory as the CLI does, :mod:`jaxcnn.hostmem`; a
@@ -47,9 +48,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from jaxcnn.config import XLA_CPU_FLAGS, add_xla_cpu_flags  # noqa: E402  (jaxcnn.config imports no jax)
 
-CONFIGS = ("jaxcnn:step-sgd", "jaxcnn:step-cli", "jaxcnn:loop-cli", "jaxcnn:loop-cli:glibc-default", "jaxcnn:feed",
+CONFIGS = ("jaxcnn:step-sgd", "jaxcnn:step-cli", "jaxcnn:loop-cli", "jaxcnn:loop-cli:per-step",
+           "jaxcnn:loop-cli:glibc-default", "jaxcnn:feed",
            "torch:step-sgd", "torch:step-cli", "torch:loop-cli")
-from jaxcnn.train.defaults import EPOCHS, LR, WEIGHT_DECAY  # noqa: E402  (the CLI's defaults)
+from jaxcnn.train.defaults import EPOCHS, LR, STEPS_PER_DISPATCH, WEIGHT_DECAY  # noqa: E402  (the CLI's defaults)
 
 
 def _timed_steps(run_one, warmup, steps, finish):
@@ -93,7 +95,8 @@ def run_jaxcnn(kind, args, variant=None):
     else:
         tx = make_optimizer("adamw", make_schedule("onecycle", LR, EPOCHS * steps), weight_decay=WEIGHT_DECAY)
     loss = functools.partial(dispatch.cross_entropy, label_smoothing=0.0)
-    runner = make_runner("none", model, loss, tx)
+    per_call = STEPS_PER_DISPATCH if kind == "loop-cli" and variant != "per-step" else 1
+    runner = make_runner("none", model, loss, tx, steps_per_dispatch=per_call)
     state = [runner.put_state(jax.device_get(create_train_state(model, tx, jax.random.PRNGKey(0),
                                                                 (1,) + tuple(train.image_shape))))]
     key = jax.random.PRNGKey(1)
@@ -116,17 +119,30 @@ def run_jaxcnn(kind, args, variant=None):
         return _timed_steps(run_one, args.warmup, args.steps, finish)
 
     fixed = next_batch()
+    chunk = []          # loop-cli: host batches of the next call, as fit groups them
+
+    def call():
+        state[0], metrics = runner.train_chunk(state[0], chunk, key)
+        pending.append((metrics, len(chunk)))
+        chunk.clear()
 
     def run_one(i):
-        batch = next_batch() if kind == "loop-cli" else fixed
-        state[0], metrics = runner.train_step(state[0], batch, key)
-        pending.append(metrics)
-        if len(pending) >= args.log_every:   # the loop's periodic fetch
-            runner.get_metrics(pending)
+        if kind != "loop-cli":
+            state[0], metrics = runner.train_step(state[0], fixed, key)
+            pending.append((metrics, 1))
+        else:
+            b = next(feed)
+            chunk.append({"image": b["image"], "label": b["label"]})
+            if len(chunk) == runner.steps_per_dispatch:
+                call()
+        if sum(n for _, n in pending) >= args.log_every:   # the loop's periodic fetch
+            runner.get_metrics([m for m, _ in pending])
             pending.clear()
 
     def finish():
-        runner.get_metrics(pending)
+        if chunk:
+            call()
+        runner.get_metrics([m for m, _ in pending])
         pending.clear()
         jax.block_until_ready(state[0])
     return _timed_steps(run_one, args.warmup, args.steps, finish)

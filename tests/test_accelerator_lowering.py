@@ -1,6 +1,7 @@
 """The default train step of every zoo model lowers for CUDA and TPU with no CPU-only
 call: ``jax.export`` (lowering only; no GPU/TPU needed) of the step ``jaxcnn train``
-runs by default (its optimiser, schedule, loss and ``backprop="auto"``), jitted on one
+runs by default (its optimiser, schedule, loss, ``backprop="auto"`` and its multi-step
+program of ``--steps-per-dispatch`` steps), jitted on one
 device and sharded over a 2-device mesh (``--parallel sharded``). ``jax.export`` refuses
 a custom call without jax's compatibility guarantee -- "auto"'s oneDNN convolutions are
 such calls on CPU (checked below as the control) -- and the lowered module is searched
@@ -53,11 +54,13 @@ def default_step(name, *, parallel="none", precision=None):
     loss = functools.partial(dispatch.cross_entropy, label_smoothing=d["label_smoothing"])
     devices = jax.devices()[:2] if parallel != "none" else None
     runner = make_runner(parallel, model, loss, tx, backprop=d["backprop"], precision=precision or d["precision"],
-                         devices=devices)
-    batch = {"image": jax.ShapeDtypeStruct((2,) + shape, jnp.float32),
-             "label": jax.ShapeDtypeStruct((2,) + tuple(out[1:-1]), jnp.int32)}   # unet: per-pixel labels
+                         devices=devices, steps_per_dispatch=d["steps_per_dispatch"])
+    k = (d["steps_per_dispatch"],)
+    batch = {"image": jax.ShapeDtypeStruct(k + (2,) + shape, jnp.float32),
+             "label": jax.ShapeDtypeStruct(k + (2,) + tuple(out[1:-1]), jnp.int32)}   # unet: per-pixel labels
     key = jax.eval_shape(lambda: jax.random.key(0))
-    return runner.train_step, (abstract_train_state(model, tx, (1,) + shape), batch, key)
+    count = jax.ShapeDtypeStruct((), jnp.int32)
+    return runner.train_steps, (abstract_train_state(model, tx, (1,) + shape), batch, count, key)
 
 
 def custom_call_targets(exported):
@@ -75,6 +78,7 @@ def check_lowers(name, platform, parallel, precision=None):
 
 def test_the_defaults_are_the_ones_checked():
     assert cli_defaults()["backprop"] == "auto" and cli_defaults()["parallel"] == "none"
+    assert cli_defaults()["steps_per_dispatch"] > 1   # default_step exports the multi-step program
     assert set(FAST) | set(SLOW) == set(available()) and not set(FAST) & set(SLOW)
 
 

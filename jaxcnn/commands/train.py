@@ -65,6 +65,9 @@ def register(subparsers) -> None:
                    help="if --out already holds a run, move it aside to OUT.old-<time> (never deleted)")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate + checkpoint every N steps (0: every epoch)")
     p.add_argument("--log-every", type=int, default=50, help="fetch metrics to the host every N steps")
+    p.add_argument("--steps-per-dispatch", type=int, default=defaults.STEPS_PER_DISPATCH,
+                   help="training steps per call of the compiled program (one program runs up to N steps; "
+                        "1: one call per step); fewer calls help small networks")
     p.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-tensorboard", action="store_true",
@@ -91,7 +94,8 @@ def register(subparsers) -> None:
 # do not change the result but should stay as the run had them unless given again.
 SAVED_FLAGS = ("model", "model_option", "dataset", "batch_size", "lr", "optimizer", "momentum", "schedule",
                "warmup_steps", "weight_decay", "clip_norm", "label_smoothing", "precision", "augment", "seed",
-               "epochs", "data_dir", "parallel", "backprop", "eval_every", "log_every", "keep")
+               "epochs", "data_dir", "parallel", "backprop", "eval_every", "log_every", "keep",
+               "steps_per_dispatch")
 DEFAULTS: dict = {}
 
 
@@ -112,6 +116,7 @@ def validate(s: dict) -> None:
     _check(0 <= s["label_smoothing"] < 1, f"--label-smoothing must be in [0, 1), got {s['label_smoothing']}")
     _check(s["eval_every"] >= 0, f"--eval-every must be >= 0 (0: every epoch), got {s['eval_every']}")
     _check(s["log_every"] >= 1, f"--log-every must be >= 1, got {s['log_every']}")
+    _check(s["steps_per_dispatch"] >= 1, f"--steps-per-dispatch must be >= 1, got {s['steps_per_dispatch']}")
     _check(s["keep"] >= 1, f"--keep must be >= 1 (a run needs a checkpoint), got {s['keep']}")
     _check(s["num_processes"] >= 1, f"--num-processes must be >= 1, got {s['num_processes']}")
     _check(0 <= s["process_id"] < s["num_processes"],
@@ -315,7 +320,8 @@ def _train(args, saved, extension) -> int:
                      seed=args.seed, parallel=args.parallel, backprop=args.backprop, precision=args.precision,
                      out_dir=out, resume=args.resume, eval_every=args.eval_every, log_every=args.log_every,
                      keep_checkpoints=args.keep, config=None, progress=not args.no_progress, augment=augment,
-                     tensorboard=not args.no_tensorboard, learning_rate=schedule)
+                     tensorboard=not args.no_tensorboard, learning_rate=schedule,
+                     steps_per_dispatch=args.steps_per_dispatch)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,5 +16,6 @@ LR = 3e-3                   # peak learning rate of a training run
 MOMENTUM = 0.9              # for the "momentum" optimiser
 WEIGHT_DECAY = 1e-4         # decoupled (adamw) or L2
 SCHEDULE = "onecycle"
+STEPS_PER_DISPATCH = 8      # training steps per call of the compiled program (`train --steps-per-dispatch`)
 FINETUNE_LR = 1e-3          # `compress`'s fine-tuning: peak of a cosine decay from a trained model
 FINETUNE_WEIGHT_DECAY = 0.0

@@ -13,7 +13,8 @@ The run directory follows :mod:`jaxcnn.train.rundir`: a directory that already h
 checkpoints or metrics is only continued with ``resume=True``; resuming restores the
 newest *intact* checkpoint (a damaged newer one is reported in one line and moved aside,
 see :mod:`jaxcnn.train.checkpoint`) and cuts ``metrics.jsonl`` back to the restored step.
-SIGTERM / SIGINT during ``fit`` finish the current step, evaluate, write the metrics
+SIGTERM / SIGINT during ``fit`` finish the current call of the step program (up to
+``steps_per_dispatch`` steps), evaluate, write the metrics
 record, save a checkpoint and raise :class:`Interrupted`; a second signal ends the
 process at once (status 128 + signal number). In a multi-process run a signal to any
 one process stops them all at the same step (the save is collective): the processes
@@ -38,6 +39,7 @@ from tqdm.auto import tqdm
 from ..dispatch import DEFAULT_MODE
 from . import checkpoint as ckpt
 from . import rundir
+from .defaults import STEPS_PER_DISPATCH
 from .metrics import MetricsWriter, NonFiniteLossError, check_finite, finish_eval, mean_metrics
 from .tensorboard import open_writer
 from .parallel import make_runner, pad_batch
@@ -206,7 +208,7 @@ class _Meter:
 
     def __init__(self, runner, files: _RunFiles, step: int, bar):
         self.runner, self.files, self.bar = runner, files, bar
-        self.pending: list[Any] = []        # device metrics not yet fetched
+        self.pending: list[tuple[Any, int]] = []  # (device metrics, steps) of calls not yet fetched
         self.window: list[dict] = []        # fetched metrics since the last evaluation
         self.fetched_step = step            # metrics up to this step are on the host
         self.images_per_step = None
@@ -214,11 +216,20 @@ class _Meter:
         self.train_time, self.window_images = 0.0, 0
         self.t_run = self.t_mark = time.perf_counter()
 
+    def add(self, metrics, steps: int) -> None:
+        """Keep one call's device ``metrics`` (of ``steps`` steps) to fetch later."""
+        self.pending.append((metrics, steps))
+
+    def pending_steps(self) -> int:
+        return sum(n for _, n in self.pending)
+
     def fetch(self) -> None:
-        host = self.runner.get_metrics(self.pending)  # blocks until those steps ran
+        host = self.runner.get_metrics([m for m, _ in self.pending])  # blocks until those steps ran
+        if self.runner.steps_per_dispatch > 1:   # stacked (K,) per call: its first n are the steps run
+            host = [{k: v[i] for k, v in m.items()} for m, (_, n) in zip(host, self.pending) for i in range(n)]
         now = time.perf_counter()
         self.train_time += now - self.t_mark
-        self.window_images += len(self.pending) * self.images_per_step
+        self.window_images += len(host) * self.images_per_step
         self.t_mark = now
         try:
             check_finite(host, self.fetched_step + 1)
@@ -262,7 +273,8 @@ class _Meter:
 def _stop_decision(stop: _StopOnSignal, due: bool, pending: int, log_every: int) -> int | None:
     """The signal to stop on at this step, if any. With several processes every process
     must stop at the same step (the save is collective): the local signals are combined
-    where all processes arrive alike (an evaluation or a metrics fetch)."""
+    where all processes arrive alike (an evaluation or a metrics fetch; every process
+    groups its steps into the same calls)."""
     if jax.process_count() == 1:
         return stop.signum
     if due or pending >= log_every:
@@ -276,7 +288,8 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
         out_dir: str | os.PathLike | None = None, resume: bool = False, eval_every: int = 0, log_every: int = 50,
         keep_checkpoints: int = 3, config: dict[str, Any] | None = None, progress: bool = True,
         augment: Callable | None = None, devices=None, auto_table: dict[str, str] | None = None,
-        tensorboard: bool = True, learning_rate: Callable[[int], Any] | float | None = None) -> FitResult:
+        tensorboard: bool = True, learning_rate: Callable[[int], Any] | float | None = None,
+        steps_per_dispatch: int = STEPS_PER_DISPATCH) -> FitResult:
     """Train ``model`` for ``epochs`` epochs of ``steps_per_epoch`` steps.
 
     ``augment(key, images)``: optional on-device augmentation inside the train step.
@@ -298,6 +311,13 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     ``lr``, the rate of the last update, to every record; ``grad_norm`` (the mean global
     gradient norm since the last record) is recorded either way.
 
+    ``steps_per_dispatch``: up to that many steps run as one call of one compiled program
+    (:func:`jaxcnn.train.step.make_multi_step`); a call never runs past an evaluation or
+    an epoch's end, and a stop signal takes effect after the current call. The steps and
+    their numbers do not depend on it beyond float rounding (the same step program runs
+    each step: with the same value the result does not depend on how steps were grouped).
+    1 calls the plain step once per step.
+
     On CPU, call :func:`jaxcnn.hostmem.keep_freed_memory` before the script's first jax
     computation, as the ``jaxcnn`` command does: without it glibc maps and page-faults
     XLA's per-step temporaries anew every step (fmnist_cnn: ~20% of the step).
@@ -313,7 +333,7 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
         _check_out_dir(out_dir, resume)
     primary = jax.process_index() == 0
     runner = make_runner(parallel, model, loss, tx, backprop=backprop, precision=precision, augment=augment,
-                         devices=devices, auto_table=auto_table)
+                         devices=devices, auto_table=auto_table, steps_per_dispatch=steps_per_dispatch)
     init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
     host_state = jax.device_get(create_train_state(model, tx, init_key, input_shape))
     files = _RunFiles.open(out_dir, resume=resume, config=config, primary=primary, keep=keep_checkpoints,
@@ -335,23 +355,25 @@ def fit(model, *, train_batches: Callable[[int, int], Iterable[Batch]], steps_pe
     try:
         stop.__enter__()
         for epoch in range(start_epoch, epochs):
-            seen = start_in_epoch
+            seen, chunk = start_in_epoch, []
             for batch in itertools.islice(train_batches(epoch, start_in_epoch), steps_per_epoch - start_in_epoch):
                 if meter.images_per_step is None:
                     meter.images_per_step = len(batch["label"]) * jax.process_count()
-                batch = {"image": batch["image"], "label": batch["label"]}  # training uses full batches
-                train_state, metrics = runner.train_step(train_state, runner.put_batch(batch), step_key)
-                meter.pending.append(metrics)
-                step, seen = step + 1, seen + 1
+                chunk.append({"image": batch["image"], "label": batch["label"]})  # training uses full batches
+                epoch_done = seen + len(chunk) == steps_per_epoch
+                due = (eval_every and (step + len(chunk)) % eval_every == 0) or (not eval_every and epoch_done) or \
+                    (epoch_done and epoch == epochs - 1)
+                if len(chunk) < runner.steps_per_dispatch and not epoch_done and not due:
+                    continue   # a call runs up to steps_per_dispatch steps, never past an evaluation
+                train_state, metrics = runner.train_chunk(train_state, chunk, step_key)
+                meter.add(metrics, len(chunk))
+                step, seen, chunk = step + len(chunk), seen + len(chunk), []
                 if meter.first_step:  # compilation happens here: keep it out of images/s
                     meter.fetch()
                     meter.exclude_compile()
-                epoch_done = seen == steps_per_epoch
-                due = (eval_every and step % eval_every == 0) or (not eval_every and epoch_done) or \
-                    (epoch_done and epoch == epochs - 1)
-                stopping = _stop_decision(stop, due, len(meter.pending), log_every)
+                stopping = _stop_decision(stop, due, meter.pending_steps(), log_every)
                 due = due or stopping is not None
-                if meter.pending and (due or len(meter.pending) >= log_every):
+                if meter.pending and (due or meter.pending_steps() >= log_every):
                     meter.fetch()
                 if not due:
                     continue

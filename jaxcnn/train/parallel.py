@@ -6,6 +6,11 @@ sharded along mesh axis ``"batch"``, the train state replicated).
 All three give the same numbers for the same global batch. Batches handed to
 :meth:`Runner.put_batch` are this process's share of the global batch; with several
 processes ``pmap`` and ``sharded`` span every process's devices.
+
+``steps_per_dispatch=K > 1`` adds :meth:`Runner.train_chunk`'s multi-step program: up to
+``K`` steps per call (:func:`jaxcnn.train.step.make_multi_step`), for every mode. On a
+small network the per-call cost (argument handling, launching the program) is a
+measurable part of a step: lenet5 on a 2-core CPU, ~1 ms of a ~9 ms step.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ..dispatch import DEFAULT_MODE
 
-from .step import make_eval_step, make_train_step
+from .step import make_eval_step, make_multi_step, make_train_step
 
 MODES = ("none", "pmap", "sharded")
 AXIS = "batch"
@@ -49,6 +54,25 @@ class Runner:
     get_metrics: Callable  # placed metrics (list of trees) -> host numpy, one copy each
     batch_multiple: int   # this process's batch must be a multiple of this
     mesh: Any = None
+    steps_per_dispatch: int = 1
+    # (train_state, stacked batches, count, key) -> (train_state, stacked metrics), placed;
+    # None when steps_per_dispatch == 1
+    train_steps: Callable | None = None
+    put_batches: Callable | None = None  # this process's stacked (K, B, ...) batches -> placed
+
+    def train_chunk(self, train_state, batches: list, key):
+        """Run this process's host ``batches`` (1 to ``steps_per_dispatch`` of them) as one
+        call; returns ``(train_state, metrics)`` with ``metrics`` of the one step
+        (``steps_per_dispatch == 1``) or stacked ``(steps_per_dispatch,)``, the entries
+        past ``len(batches)`` zeros. Batches are padded with copies of the last (never
+        read)."""
+        if not 1 <= len(batches) <= self.steps_per_dispatch:
+            raise ValueError(f"train_chunk: expected 1 to {self.steps_per_dispatch} batches, got {len(batches)}")
+        if self.train_steps is None:
+            return self.train_step(train_state, self.put_batch(batches[0]), key)
+        padded = batches + [batches[-1]] * (self.steps_per_dispatch - len(batches))
+        stacked = {k: np.stack([b[k] for b in padded]) for k in batches[0]}
+        return self.train_steps(train_state, self.put_batches(stacked), np.int32(len(batches)), key)
 
 
 def _check_divisible(batch, multiple, mode):
@@ -59,36 +83,52 @@ def _check_divisible(batch, multiple, mode):
 
 
 def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, precision: str = "fp32",
-                augment=None, devices=None, auto_table: dict[str, str] | None = None) -> Runner:
+                augment=None, devices=None, auto_table: dict[str, str] | None = None,
+                steps_per_dispatch: int = 1) -> Runner:
     """Build the :class:`Runner` for ``mode`` ("none", "pmap" or "sharded"); ``backprop``,
-    ``precision``, ``augment`` and ``auto_table`` go to :func:`make_train_step`."""
+    ``precision``, ``augment`` and ``auto_table`` go to :func:`make_train_step`.
+    ``steps_per_dispatch > 1`` also compiles :meth:`Runner.train_chunk`'s multi-step
+    program (when first called)."""
     if mode not in MODES:
         raise ValueError(f"parallel must be one of {', '.join(MODES)}, got {mode!r}")
+    if isinstance(steps_per_dispatch, bool) or not isinstance(steps_per_dispatch, (int, np.integer)) \
+            or steps_per_dispatch < 1:
+        raise ValueError(f"steps_per_dispatch must be an integer >= 1, got {steps_per_dispatch!r}")
+    multi = steps_per_dispatch > 1
     if mode == "none" and jax.process_count() > 1:
         raise ValueError("parallel='none' runs on one device of one process; with several processes "
                          "use parallel='pmap' or 'sharded'")
     to_host = jax.device_get
 
     if mode == "none":
-        train = jax.jit(make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment,
-                                    auto_table=auto_table),
-                        donate_argnums=(0,))
+        step = make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment,
+                               auto_table=auto_table)
         evaluate = jax.jit(make_eval_step(model, precision=precision))
-        return Runner(mode, train, evaluate, put_state=jax.device_put, put_batch=jax.device_put,
-                      get_state=to_host, get_metrics=to_host, batch_multiple=1)
+        return Runner(mode, jax.jit(step, donate_argnums=(0,)), evaluate, put_state=jax.device_put,
+                      put_batch=jax.device_put, get_state=to_host, get_metrics=to_host, batch_multiple=1,
+                      steps_per_dispatch=steps_per_dispatch,
+                      train_steps=jax.jit(make_multi_step(step), donate_argnums=(0,)) if multi else None,
+                      put_batches=jax.device_put if multi else None)
 
     if mode == "pmap":
         local = jax.local_devices() if devices is None else devices
         n = len(local)
-        train = jax.pmap(make_train_step(model, loss, tx, backprop=backprop, axis_name=AXIS, precision=precision,
-                                         augment=augment, auto_table=auto_table),
-                         axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,), devices=devices)
+        step = make_train_step(model, loss, tx, backprop=backprop, axis_name=AXIS, precision=precision,
+                               augment=augment, auto_table=auto_table)
+        train = jax.pmap(step, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,), devices=devices)
+        # the chunk's count and key are the same on every device
+        train_steps = jax.pmap(make_multi_step(step), axis_name=AXIS, in_axes=(0, 0, None, None),
+                               donate_argnums=(0,), devices=devices) if multi else None
         evaluate = jax.pmap(make_eval_step(model, axis_name=AXIS, precision=precision), axis_name=AXIS,
                             devices=devices)
 
         def put_batch(batch):  # (B, ...) -> (devices, B / devices, ...); pmap places the slices
             _check_divisible(batch, n, mode)
             return jax.tree.map(lambda a: np.reshape(a, (n, -1) + a.shape[1:]), batch)
+
+        def put_batches(stacked):  # (K, B, ...) -> (devices, K, B / devices, ...)
+            _check_divisible({"label": stacked["label"][0]}, n, mode)
+            return jax.tree.map(lambda a: np.reshape(a, (a.shape[0], n, -1) + a.shape[2:]).swapaxes(0, 1), stacked)
 
         def put_state(state):  # one copy per local device along a leading axis
             return jax.tree.map(lambda a: np.broadcast_to(np.asarray(a)[None], (n,) + np.shape(a)).copy(), state)
@@ -97,14 +137,19 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
             return jax.device_get(jax.tree.map(lambda a: a[0], tree))
 
         return Runner(mode, train, evaluate, put_state=put_state, put_batch=put_batch, get_state=first,
-                      get_metrics=lambda ms: jax.tree.map(lambda a: a[0], jax.device_get(ms)), batch_multiple=n)
+                      get_metrics=lambda ms: jax.tree.map(lambda a: a[0], jax.device_get(ms)), batch_multiple=n,
+                      steps_per_dispatch=steps_per_dispatch, train_steps=train_steps,
+                      put_batches=put_batches if multi else None)
 
     mesh = Mesh(np.asarray(jax.devices() if devices is None else devices), (AXIS,))
     replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
-    train = jax.jit(make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment,
-                                    auto_table=auto_table),
-                    in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated),
+    step = make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment,
+                           auto_table=auto_table)
+    train = jax.jit(step, in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated),
                     donate_argnums=(0,))
+    stacked_data = NamedSharding(mesh, P(None, AXIS))   # (K, B, ...): the batch axis is sharded
+    train_steps = jax.jit(make_multi_step(step), in_shardings=(replicated, stacked_data, replicated, replicated),
+                          out_shardings=(replicated, replicated), donate_argnums=(0,)) if multi else None
     evaluate = jax.jit(make_eval_step(model, precision=precision), in_shardings=(replicated, data),
                        out_shardings=replicated)
     n_local = len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
@@ -113,6 +158,12 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
         _check_divisible(batch, n_local, mode)
         return jax.tree.map(lambda a: jax.make_array_from_process_local_data(data, a), batch)
 
+    def put_batches(stacked):
+        _check_divisible({"label": stacked["label"][0]}, n_local, mode)
+        return jax.tree.map(lambda a: jax.make_array_from_process_local_data(stacked_data, a), stacked)
+
     return Runner(mode, train, evaluate,
                   put_state=lambda s: jax.device_put(s, replicated),
-                  put_batch=put_batch, get_state=to_host, get_metrics=to_host, batch_multiple=n_local, mesh=mesh)
+                  put_batch=put_batch, get_state=to_host, get_metrics=to_host, batch_multiple=n_local, mesh=mesh,
+                  steps_per_dispatch=steps_per_dispatch, train_steps=train_steps,
+                  put_batches=put_batches if multi else None)

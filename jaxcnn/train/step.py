@@ -182,3 +182,32 @@ def make_eval_step(model, *, axis_name: str | None = None, precision: str = "fp3
         return sums
 
     return eval_step
+
+
+def make_multi_step(train_step: Callable) -> Callable:
+    """Return ``multi_step(train_state, batches, count, key) -> (train_state, metrics)``:
+    ``train_step`` applied in order to the first ``count`` of the ``K`` batches stacked
+    along a leading axis of ``batches`` (``{"image": (K, B, ...), "label": (K, B)}``), as
+    one program (``lax.scan``), so a loop dispatches once per ``K`` steps instead of once
+    per step. ``metrics`` are ``train_step``'s, stacked ``(K,)``; the entries past
+    ``count`` are zeros (those slots ran nothing: a ``lax.cond`` skips them, and their
+    batches, e.g. copies of the last real one, are never read).
+
+    Why a ``count`` and not a shorter stack: one compiled program serves every chunk
+    (an epoch's last, one cut short by an evaluation), and the steps a run takes do not
+    depend on how they were grouped -- the same ``train_step`` program runs each of them.
+    """
+    def multi_step(train_state, batches, count, key):
+        num = jax.tree.leaves(batches)[0].shape[0]
+
+        def skip(ts, batch):   # a slot past ``count``: state unchanged, metrics zero
+            shapes = jax.eval_shape(train_step, ts, batch, key)[1]
+            return ts, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        def body(ts, slot):
+            i, batch = slot
+            return lax.cond(i < count, lambda t: train_step(t, batch, key), lambda t: skip(t, batch), ts)
+
+        return lax.scan(body, train_state, (jnp.arange(num), batches))
+
+    return multi_step
