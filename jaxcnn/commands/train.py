@@ -7,7 +7,7 @@ before anything is created; ``config.json`` is written once, after the data and 
 were validated; ``--resume`` takes every flag not given from it and refuses a given flag
 that changes the run's identity (a longer ``--epochs`` is allowed and recorded); an
 existing run in ``--out`` is never mixed with a new one (``--overwrite`` moves it aside).
-SIGTERM/SIGINT save a checkpoint after the current step and exit 143/130."""
+SIGTERM/SIGINT save a checkpoint after the current call (up to --steps-per-dispatch steps) and exit 143/130."""
 from __future__ import annotations
 
 import argparse

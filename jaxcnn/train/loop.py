@@ -78,7 +78,7 @@ class _StopOnSignal:
             print(f"{signal.Signals(signum).name} again: exiting now without saving (last checkpoint: step "
                   f"{self.last_saved()})", file=sys.stderr, flush=True)
             os._exit(128 + signum)
-        self.signum = signum  # the loop saves after the current step and raises Interrupted
+        self.signum = signum  # the loop saves after the current call and raises Interrupted
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
