@@ -125,3 +125,32 @@ def test_the_command_refuses_a_bad_steps_per_dispatch(tmp_path, capsys):
     assert main(["train", "--model", "digits_cnn", "--epochs", "1", "--out", str(tmp_path / "r"),
                  "--steps-per-dispatch", "0"]) == 2
     assert "--steps-per-dispatch must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_on_cpu_a_step_with_xla_convolutions_runs_one_call_per_step():
+    """XLA:CPU runs its own convolutions slowly inside a loop (jax-ml/jax#12868): under
+    "autodiff" the runner falls back to the plain step, and the run is the same."""
+    model, tx, state, batches = _problem()
+    key = jax.random.PRNGKey(2)
+    grouped = make_runner("none", model, ce, tx, backprop="autodiff", steps_per_dispatch=4)
+    single = make_runner("none", model, ce, tx, backprop="autodiff")
+    a, ma = grouped.train_chunk(grouped.put_state(state), batches[:3], key)
+    assert grouped.loops is False
+    b = single.put_state(state)
+    losses = []
+    for batch in batches[:3]:
+        b, m = single.train_chunk(b, [batch], key)
+        losses.append(float(m["loss"]))
+    _assert_trees_equal(grouped.get_state(a), single.get_state(b))
+    ma = grouped.get_metrics([ma])[0]
+    assert ma["loss"].shape == (4,) and list(ma["loss"][:3]) == losses and ma["loss"][3] == 0
+
+
+def test_with_onednn_convolutions_the_steps_run_as_one_call():
+    from jaxcnn.kernels import onednn
+    if not onednn.load():
+        pytest.skip(f"oneDNN not built here: {onednn.reason()}")
+    model, tx, state, batches = _problem()
+    runner = make_runner("none", model, ce, tx, backprop="auto", steps_per_dispatch=4)
+    runner.train_chunk(runner.put_state(state), batches[:2], jax.random.PRNGKey(0))
+    assert runner.loops is True

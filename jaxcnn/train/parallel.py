@@ -10,14 +10,19 @@ processes ``pmap`` and ``sharded`` span every process's devices.
 ``steps_per_dispatch=K > 1`` adds :meth:`Runner.train_chunk`'s multi-step program: up to
 ``K`` steps per call (:func:`jaxcnn.train.step.make_multi_step`), for every mode. On a
 small network the per-call cost (argument handling, launching the program) is a
-measurable part of a step: lenet5 on a 2-core CPU, ~1 ms of a ~9 ms step.
+measurable part of a step: lenet5 on a 2-core CPU, ~1 ms of a ~8 ms step. Except where
+XLA:CPU would run a convolution of its own inside the program's loop: it runs those on
+a slow path there (jax-ml/jax#12868; lenet5's ``backprop="autodiff"`` step 3.6x slower,
+fmnist_cnn's 50x), so on CPU a step whose convolutions are not all oneDNN's calls
+runs one call per step (:meth:`Runner.train_chunk`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -59,20 +64,39 @@ class Runner:
     # None when steps_per_dispatch == 1
     train_steps: Callable | None = None
     put_batches: Callable | None = None  # this process's stacked (K, B, ...) batches -> placed
+    platform: str = "cpu"                # of the devices the steps run on
+    # None until the first chunk; then whether the multi-step program runs (module docstring)
+    loops: bool | None = field(default=None, repr=False)
 
     def train_chunk(self, train_state, batches: list, key):
-        """Run this process's host ``batches`` (1 to ``steps_per_dispatch`` of them) as one
-        call; returns ``(train_state, metrics)`` with ``metrics`` of the one step
-        (``steps_per_dispatch == 1``) or stacked ``(steps_per_dispatch,)``, the entries
-        past ``len(batches)`` zeros. Batches are padded with copies of the last (never
-        read)."""
+        """Run this process's host ``batches`` (1 to ``steps_per_dispatch`` of them);
+        returns ``(train_state, metrics)`` with ``metrics`` of the one step
+        (``steps_per_dispatch == 1``) or stacked ``(steps_per_dispatch,)`` (after a
+        pmap's device axis), the entries past ``len(batches)`` zeros.
+
+        With ``steps_per_dispatch > 1`` the batches run as one call of the multi-step
+        program (padded with copies of the last batch, never read), unless on CPU that
+        program holds an XLA convolution (module docstring): decided once, at the first
+        call, from the lowered program; then each batch is one call of the plain step."""
         if not 1 <= len(batches) <= self.steps_per_dispatch:
             raise ValueError(f"train_chunk: expected 1 to {self.steps_per_dispatch} batches, got {len(batches)}")
         if self.train_steps is None:
             return self.train_step(train_state, self.put_batch(batches[0]), key)
-        padded = batches + [batches[-1]] * (self.steps_per_dispatch - len(batches))
-        stacked = {k: np.stack([b[k] for b in padded]) for k in batches[0]}
-        return self.train_steps(train_state, self.put_batches(stacked), np.int32(len(batches)), key)
+        if self.loops is not False:
+            padded = batches + [batches[-1]] * (self.steps_per_dispatch - len(batches))
+            stacked = self.put_batches({k: np.stack([b[k] for b in padded]) for k in batches[0]})
+            count = np.int32(len(batches))
+            if self.loops is None:   # the lowering is kept: the call below traces nothing again
+                lowered = self.train_steps.lower(train_state, stacked, count, key)
+                self.loops = self.platform != "cpu" or "stablehlo.convolution" not in lowered.as_text()
+            if self.loops:
+                return self.train_steps(train_state, stacked, count, key)
+        metrics = []
+        for batch in batches:
+            train_state, m = self.train_step(train_state, self.put_batch(batch), key)
+            metrics.append(m)
+        metrics += [jax.tree.map(jnp.zeros_like, metrics[0])] * (self.steps_per_dispatch - len(batches))
+        return train_state, jax.tree.map(lambda *v: jnp.stack(v, axis=-1), *metrics)
 
 
 def _check_divisible(batch, multiple, mode):
@@ -108,7 +132,7 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
                       put_batch=jax.device_put, get_state=to_host, get_metrics=to_host, batch_multiple=1,
                       steps_per_dispatch=steps_per_dispatch,
                       train_steps=jax.jit(make_multi_step(step), donate_argnums=(0,)) if multi else None,
-                      put_batches=jax.device_put if multi else None)
+                      put_batches=jax.device_put if multi else None, platform=jax.devices()[0].platform)
 
     if mode == "pmap":
         local = jax.local_devices() if devices is None else devices
@@ -139,7 +163,7 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
         return Runner(mode, train, evaluate, put_state=put_state, put_batch=put_batch, get_state=first,
                       get_metrics=lambda ms: jax.tree.map(lambda a: a[0], jax.device_get(ms)), batch_multiple=n,
                       steps_per_dispatch=steps_per_dispatch, train_steps=train_steps,
-                      put_batches=put_batches if multi else None)
+                      put_batches=put_batches if multi else None, platform=local[0].platform)
 
     mesh = Mesh(np.asarray(jax.devices() if devices is None else devices), (AXIS,))
     replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
@@ -166,4 +190,4 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
                   put_state=lambda s: jax.device_put(s, replicated),
                   put_batch=put_batch, get_state=to_host, get_metrics=to_host, batch_multiple=n_local, mesh=mesh,
                   steps_per_dispatch=steps_per_dispatch, train_steps=train_steps,
-                  put_batches=put_batches if multi else None)
+                  put_batches=put_batches if multi else None, platform=mesh.devices.flat[0].platform)
