@@ -190,6 +190,13 @@ def test_unbatched_input_evaluates_as_unfused(layout, x_shape):
     assert_close(_auto(_eval(layer))(params, state, x)[0], _eval(layer)(params, state, x)[0], 1e-5)
 
 
+def test_other_platforms_lower_xlas_convolution():
+    layer, params, state, x = _problem("bias_relu")
+    args = [jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32), t) for t in (params, state, x)]
+    text = jax.export.export(jax.jit(_auto(_eval(layer))), platforms=["cuda"])(*args).mlir_module()
+    assert "jaxcnn_onednn" not in text and "convolution" in text
+
+
 # ---- the wiring: which runs serial folds, and where it must not ----
 
 def _unregistered(layer):

@@ -16,9 +16,11 @@ Gradients are those of ``jax.nn.relu(conv + b)``: ``g = dy`` where ``y > 0``, el
 (derivative 0 at exactly 0, torch's and ``jax.nn.relu``'s convention; ``y > 0`` iff the
 pre-activation is), then ``dx``, ``dw`` and ``db = sum(g)`` over batch and space.
 
-Taken where :func:`.conv.applies` (float32 / bfloat16 channels-last, zero padding, the
-library loaded) and the result dtype stays float32 / bfloat16; everywhere else
-:func:`conv_relu` is ``ops.relu`` of :func:`.conv.conv` -- what "auto" ran unfused. On
+:func:`conv_bias` is the same call with the ReLU optional (``relu=False``: the bias alone,
+added by oneDNN -- a folded BatchNorm's, :mod:`.fold`); :func:`conv_relu` is it with the
+ReLU. Taken where :func:`.conv.applies` (float32 / bfloat16 channels-last, zero padding,
+the library loaded) and the result dtype stays float32 / bfloat16; everywhere else
+:func:`conv_bias` is :func:`.conv.conv` (then ``ops.relu``) -- what "auto" ran unfused. On
 other platforms ``lax.platform_dependent`` puts lax's convolution (and its autodiff) in
 the custom calls' place.
 """
