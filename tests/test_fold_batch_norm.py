@@ -63,7 +63,8 @@ def _randomised(rng, params, state):
     float64 numpy."""
     params = jax.tree.map(lambda a: rng.standard_normal(a.shape), params)
     if "bn" in params and "weight" in params["bn"]:
-        params["bn"]["weight"] = rng.uniform(0.5, 1.5, params["bn"]["weight"].shape) * rng.choice([-1, 1], params["bn"]["weight"].shape)
+        shape = params["bn"]["weight"].shape
+        params["bn"]["weight"] = rng.uniform(0.5, 1.5, shape) * rng.choice([-1, 1], shape)
     state = {"bn": {"running_mean": rng.standard_normal(state["bn"]["running_mean"].shape),
                     "running_var": rng.uniform(0.3, 2.0, state["bn"]["running_var"].shape)}}
     return params, state
