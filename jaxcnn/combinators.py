@@ -53,8 +53,12 @@ def serial(*layers, name: str = "serial") -> Layer:
 
     A ``Conv`` directly followed by a ``Relu`` runs as one ``dispatch.conv_relu`` while
     :func:`jaxcnn.layers.fusion.active` (``backprop="auto"``, no inspection tool
-    watching): oneDNN then adds the bias and applies the ReLU inside the convolution.
-    Same values and gradients, params, state and names; other modes are unaffected."""
+    watching): oneDNN then adds the bias and applies the ReLU inside the convolution. In
+    evaluation (``train=False``), a ``Conv`` directly followed by a ``BatchNorm`` (and
+    maybe a ``Relu``) runs as one ``dispatch.conv_bn_eval`` while
+    ``fusion.active("conv_bn_eval")``: the BatchNorm folded into the convolution's weight
+    and bias, its state returned unchanged. Same values (to rounding) and gradients,
+    params, state and names; other modes are unaffected."""
     children = _named(layers)
 
     def init(key, input_shape):
@@ -68,17 +72,30 @@ def serial(*layers, name: str = "serial") -> Layer:
     # children i, i+1 that may run as one fused op (a Conv and its ReLU, layers.fusion)
     pairs = {i: fused for i in range(len(children) - 1)
              if (fused := fusion.conv_relu(children[i][1], children[i + 1][1])) is not None}
+    # children i, i+1[, i+2] that evaluation may run as one convolution (Conv, BatchNorm[, ReLU])
+    folds = {i: fold for i in range(len(children) - 1)
+             if (fold := fusion.conv_bn_eval([layer for _, layer in children[i:i + 3]])) is not None}
 
     def apply(params, state, x, *, train=False, key=None, axis_name=None, **_):
-        new_state, fusing, skip = {}, bool(pairs) and fusion.active(), False
+        new_state, skip = {}, 0
+        fusing = bool(pairs) and fusion.active("conv_relu")
+        folding = bool(folds) and not train and fusion.active("conv_bn_eval")
         for i, ((n, layer), k) in enumerate(zip(children, _keys(key, len(children)))):
-            if skip:            # the ReLU a fused pair already applied (stateless, keyless)
-                skip = False
+            if skip:            # a child a fused run already applied (stateless or unchanged, keyless)
+                skip -= 1
+                continue
+            if folding and i in folds:
+                bn = children[i + 1][0]
+                # named as the Conv, as a fused pair is
+                x = call_child(n, layer, "apply", folds[i].run, params.get(n, {}), params.get(bn, {}),
+                               state.get(bn, {}), x)
+                _put(new_state, bn, state.get(bn, {}))      # evaluation leaves the statistics as they are
+                skip = folds[i].length - 1
                 continue
             if fusing and i in pairs:
                 # named as the Conv: an error inside is the Conv's (a ReLU cannot fail)
                 x = call_child(n, layer, "apply", pairs[i], params.get(n, {}), x)
-                skip = True
+                skip = 1
                 continue
             x, s = call_child(n, layer, "apply", layer.apply, params.get(n, {}), state.get(n, {}), x,
                               train=train, key=k, axis_name=axis_name)

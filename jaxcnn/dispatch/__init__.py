@@ -54,12 +54,17 @@ def _auto_fn(name: str):
     return resolve(name) if name in FORMULATIONS else None
 
 
+def _fused(pair: str):
+    """The formulation "auto"'s table chose for the fused ``pair`` if called now, else None."""
+    return _auto_fn(pair) if current_mode() == "auto" else None
+
+
 def fuses(pair: str) -> bool:
-    """True when a fused pair (``"conv_relu"``) runs as one formulation if called now:
-    under "auto" with the table choosing one for it. Callers that would otherwise call
-    the two ops separately (``combinators.serial``) fuse only then, so "autodiff" and
-    "explicit" trace exactly the ops they always did."""
-    return current_mode() == "auto" and _auto_fn(pair) is not None
+    """True when a fused pair (``"conv_relu"``, ``"conv_bn_eval"``) runs as one
+    formulation if called now: under "auto" with the table choosing one for it. Callers
+    that would otherwise call the ops separately (``combinators.serial``) fuse only then,
+    so "autodiff" and "explicit" trace exactly the ops they always did."""
+    return _fused(pair) is not None
 
 
 def conv_relu(x, w, b=None, **conv_kwargs):
@@ -68,12 +73,35 @@ def conv_relu(x, w, b=None, **conv_kwargs):
     otherwise ``dispatch.conv`` then ``dispatch.relu``, the same ops (and observer
     calls) as the two layers make unfused. Not an op of :mod:`jaxcnn.ops`: a pair
     ``combinators.serial`` fuses (see :mod:`jaxcnn.layers.fusion`)."""
-    fused = _auto_fn("conv_relu") if current_mode() == "auto" else None
+    fused = _fused("conv_relu")
     if fused is None:
         return __getattr__("relu")(__getattr__("conv")(x, w, b, **conv_kwargs))   # dispatch.relu(dispatch.conv(...))
     for callback in observers():
         callback("conv_relu", (x, w, b), conv_kwargs)
     return fused(x, w, b, **conv_kwargs)
+
+
+def conv_bn_eval(x, w, b, running_mean, running_var, weight=None, bias=None, *, eps: float = 1e-5,
+                 relu: bool = False, **conv_kwargs):
+    """``[relu](batch_norm(conv(x, w, b, **conv_kwargs), running_mean, running_var,
+    weight, bias, train=False, eps=eps))``, a Conv, the BatchNorm after it (evaluation
+    mode: its running statistics) and, when ``relu``, a ReLU. Under "auto", the
+    formulation the table chose for ``"conv_bn_eval"`` (the BatchNorm folded into the
+    convolution's weight and bias, then one oneDNN forward with the bias and ReLU as
+    post-ops: :mod:`jaxcnn.kernels.onednn.fold`); otherwise ``dispatch.conv``,
+    ``dispatch.batch_norm`` and ``dispatch.relu``, the ops the layers call unfused. Not
+    an op of :mod:`jaxcnn.ops`: a run of layers ``combinators.serial`` fuses in
+    evaluation only (:mod:`jaxcnn.layers.fusion`); training needs the batch's statistics."""
+    fused = _fused("conv_bn_eval")
+    if fused is None:
+        y = __getattr__("conv")(x, w, b, **conv_kwargs)
+        y = __getattr__("batch_norm")(y, running_mean, running_var, weight, bias, train=False, eps=eps,
+                                      layout=conv_kwargs.get("layout", "NHWC"))[0]
+        return __getattr__("relu")(y) if relu else y
+    for callback in observers():
+        callback("conv_bn_eval", (x, w, b, running_mean, running_var, weight, bias),
+                 dict(conv_kwargs, eps=eps, relu=relu))
+    return fused(x, w, b, running_mean, running_var, weight, bias, eps=eps, relu=relu, **conv_kwargs)
 
 
 def __getattr__(name: str):

@@ -6,7 +6,9 @@ arg-max max-pool backward, fused BatchNorm backward, a narrow-input conv's shift
 forward, depthwise convs as shifted multiply-adds, a strided transposed conv as matmul
 + overlap-add), ``"onednn"`` (a convolution on oneDNN's kernels,
 :mod:`jaxcnn.kernels.onednn`; for ``"conv_relu"`` -- not an op but a Conv layer and the
-ReLU after it, see :func:`jaxcnn.dispatch.conv_relu` -- with the bias and ReLU fused) or ``"explicit"`` (the custom_vjp twins of
+ReLU after it, see :func:`jaxcnn.dispatch.conv_relu` -- with the bias and ReLU fused; for
+``"conv_bn_eval"`` -- a Conv, the BatchNorm after it and an optional ReLU in evaluation,
+:func:`jaxcnn.dispatch.conv_bn_eval` -- the BatchNorm folded into the weights too) or ``"explicit"`` (the custom_vjp twins of
 :mod:`jaxcnn.backprop.twins`). An op a table does not list (or lists as
 ``"autodiff"``) uses XLA's autodiff.
 
@@ -34,6 +36,10 @@ FORMULATIONS: dict[str, dict[str, Callable]] = {
     # a Conv layer followed by a ReLU layer in a ``serial`` (``dispatch.conv_relu``): bias
     # and ReLU as oneDNN post-ops where oneDNN applies, else relu(onednn.conv(...))
     "conv_relu": {"onednn": onednn.conv_relu},
+    # in evaluation (train=False), a Conv, the BatchNorm after it and optionally a ReLU
+    # (``dispatch.conv_bn_eval``): the BatchNorm folded into the weight and bias, then as
+    # "conv_relu" (bias and ReLU as post-ops where oneDNN applies, else the conv plus bias)
+    "conv_bn_eval": {"onednn": onednn.conv_bn_eval},
     "conv_transpose": {"fast": xla.conv_transpose, "explicit": twins.conv_transpose},
     "dense": {"explicit": twins.dense},
     "dropout": {"explicit": twins.dropout},
@@ -46,6 +52,7 @@ DEFAULT_TABLE: dict[str, str] = {
     "batch_norm": "fast",
     "conv": "onednn",
     "conv_relu": "onednn",
+    "conv_bn_eval": "onednn",
     "conv_transpose": "fast",
 }
 

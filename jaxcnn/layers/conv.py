@@ -56,7 +56,13 @@ def Conv(features: int, kernel_size, stride=1, padding=0, dilation=1, groups: in
         return dispatch.conv_relu(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
                                   dilation=dilation, groups=groups, padding_mode=padding_mode, layout=layout)
 
-    return fusion.register_conv(leaf(name, meta, forward, make_params), with_relu)
+    def with_batch_norm(params, x, bn_params, bn_state, eps, relu):   # this, an eval BatchNorm [, a ReLU]
+        return dispatch.conv_bn_eval(x, params["weight"], params.get("bias"), bn_state["running_mean"],
+                                     bn_state["running_var"], bn_params.get("weight"), bn_params.get("bias"),
+                                     eps=eps, relu=relu, stride=stride, padding=padding, dilation=dilation,
+                                     groups=groups, padding_mode=padding_mode, layout=layout)
+
+    return fusion.register_conv(leaf(name, meta, forward, make_params), with_relu, with_batch_norm, layout)
 
 
 def ConvTranspose(features: int, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from .. import dispatch  # the ops as traced under the current backprop mode
 from ..ops.layout import channels_last
 from ..ops.shapes import describe
+from . import fusion
 from .base import leaf
 
 
@@ -56,4 +57,6 @@ def BatchNorm(momentum: float = 0.1, eps: float = 1e-5, use_scale: bool = True, 
         new_state = {"running_mean": mean, "running_var": var} if train else state
         return y, new_state
 
-    return leaf(name, meta, forward, make_params, make_state, stateful=True)
+    # registered: a Conv before it may fold it into its weights in evaluation (layers.fusion)
+    return fusion.register_batch_norm(leaf(name, meta, forward, make_params, make_state, stateful=True), eps,
+                                      layout)

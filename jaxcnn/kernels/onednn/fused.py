@@ -16,9 +16,11 @@ Gradients are those of ``jax.nn.relu(conv + b)``: ``g = dy`` where ``y > 0``, el
 (derivative 0 at exactly 0, torch's and ``jax.nn.relu``'s convention; ``y > 0`` iff the
 pre-activation is), then ``dx``, ``dw`` and ``db = sum(g)`` over batch and space.
 
-Taken where :func:`.conv.applies` (float32 / bfloat16 channels-last, zero padding, the
-library loaded) and the result dtype stays float32 / bfloat16; everywhere else
-:func:`conv_relu` is ``ops.relu`` of :func:`.conv.conv` -- what "auto" ran unfused. On
+:func:`conv_bias` is the same call with the ReLU optional (``relu=False``: the bias alone,
+added by oneDNN -- a folded BatchNorm's, :mod:`.fold`); :func:`conv_relu` is it with the
+ReLU. Taken where :func:`.conv.applies` (float32 / bfloat16 channels-last, zero padding,
+the library loaded) and the result dtype stays float32 / bfloat16; everywhere else
+:func:`conv_bias` is :func:`.conv.conv` (then ``ops.relu``) -- what "auto" ran unfused. On
 other platforms ``lax.platform_dependent`` puts lax's convolution (and its autodiff) in
 the custom calls' place.
 """
@@ -104,19 +106,28 @@ def _conv_bias_bwd(geo, relu, residuals, dy):
 _conv_bias.defvjp(_conv_bias_fwd, _conv_bias_bwd)
 
 
-def conv_relu(x, w, b=None, *, stride=1, padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
-              layout: str = "NHWC"):
-    """``ops.relu(ops.conv(x, w, b, ...))`` (the conv's signature, values and errors; the
-    gradients of ``jax.nn.relu``) as one oneDNN forward with the bias and ReLU fused, and
-    oneDNN's backward passes (module docstring); off oneDNN's path ``ops.relu`` of
-    :func:`.conv.conv`."""
+def conv_bias(x, w, b=None, *, relu: bool, stride=1, padding=0, dilation=1, groups: int = 1,
+              padding_mode: str = "zeros", layout: str = "NHWC"):
+    """``[ops.relu](ops.conv(x, w, b, ...))`` (the conv's signature, values and errors; with
+    ``relu``, the gradients of ``jax.nn.relu``) as one oneDNN forward with the bias (and
+    the ReLU, when ``relu``) fused, and oneDNN's backward passes (module docstring); off
+    oneDNN's path :func:`.conv.conv` (then ``ops.relu`` when ``relu``)."""
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                   layout=layout)
+
+    def unfused():
+        y = conv(x, w, b, **kwargs)
+        return ops.relu(y) if relu else y
     if not applies(x, w, layout, padding_mode):
-        return ops.relu(conv(x, w, b, **kwargs))
+        return unfused()
     c = check(ops.conv, "conv", x, w, b, **kwargs)
     if c.out.dtype not in DTYPES:           # e.g. a float64 bias promotes the result
-        return ops.relu(conv(x, w, b, **kwargs))
+        return unfused()
     bias = jnp.zeros((0,), c.out.dtype) if b is None else jnp.asarray(b, c.out.dtype)
-    y = _conv_bias(c.x, c.w, bias, (c.stride, c.pads, c.dilation, groups), True)
+    y = _conv_bias(c.x, c.w, bias, (c.stride, c.pads, c.dilation, groups), bool(relu))
     return finish(y, None, c)
+
+
+def conv_relu(x, w, b=None, **conv_kwargs):
+    """``ops.relu(ops.conv(x, w, b, **conv_kwargs))``: :func:`conv_bias` with the ReLU."""
+    return conv_bias(x, w, b, relu=True, **conv_kwargs)
