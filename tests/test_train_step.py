@@ -120,6 +120,23 @@ def test_eval_step_masks_padding():
     assert float(ev(ts, own)["count"]) == 5.0
 
 
+def test_eval_step_under_auto_runs_onednn_and_equals_the_portable_one():
+    """``backprop="auto"`` (the runner's and ``jaxcnn eval``'s) traces the forward with
+    oneDNN's convolutions on CPU; None (the default) stays portable. Same sums."""
+    from jaxcnn.kernels import onednn
+    if not onednn.load():
+        pytest.skip(f"oneDNN not built here: {onednn.reason()}")
+    model, tx, ts, batch, step = _setup()
+    portable, auto = make_eval_step(model), make_eval_step(model, backprop="auto")
+    assert "jaxcnn_onednn" not in jax.jit(portable).lower(ts, batch).as_text()
+    assert "jaxcnn_onednn" in jax.jit(auto).lower(ts, batch).as_text()
+    a, b = jax.jit(portable)(ts, batch), jax.jit(auto)(ts, batch)
+    assert float(a["correct"]) == float(b["correct"]) and float(a["count"]) == float(b["count"])
+    np.testing.assert_allclose(a["loss_sum"], b["loss_sum"], rtol=1e-5)
+    with pytest.raises(ValueError, match="backprop must be one of"):
+        make_eval_step(model, backprop="fastest")
+
+
 def test_bad_options_raise():
     model = tiny_model()
     with pytest.raises(ValueError, match="backprop"):

@@ -23,6 +23,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _forward_mode(config: dict, default: str) -> str:
+    """The backprop mode the run trained with (its forward: "auto" runs oneDNN's
+    convolutions on CPU), or ``default`` when config.json names none it knows."""
+    from ..dispatch import MODES
+    mode = config.get("backprop")
+    return mode if isinstance(mode, str) and mode in MODES else default
+
+
 def run(args) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -30,6 +38,7 @@ def run(args) -> int:
         raise UsageError(f"--step must be >= 0, got {args.step}")
     from ..data import batches
     from ..train import rundir
+    from ..train import defaults
     from ..train.throughput import evaluate_model_throughput
     from .runs import open_run, splits
 
@@ -41,7 +50,8 @@ def run(args) -> int:
         inference, options = _int8_inference(run_dir, config, model, params, state, test)
     result = evaluate_model_throughput(model, params, state, batches(test, args.batch_size, seed=0, epoch=0,
                                                                      shuffle=False, drop_remainder=False),
-                                       precision=config.get("precision", "fp32"), **options)
+                                       precision=config.get("precision", "fp32"),
+                                       backprop=_forward_mode(config, defaults.BACKPROP), **options)
     compressed = _compression(config) if rundir.is_compressed(config) else None
     record = {"checkpoint": run_dir, "step": step, "dataset": dataset, "examples": int(result["count"]),
               "test_loss": result["loss"], "test_accuracy": result["accuracy"],

@@ -52,7 +52,6 @@ DEFAULT_TABLE: dict[str, str] = {
     "batch_norm": "fast",
     "conv": "onednn",
     "conv_relu": "onednn",
-    "conv_bn_eval": "onednn",
     "conv_transpose": "fast",
 }
 

@@ -116,10 +116,11 @@ def evaluate(runner, train_state, test_batches: Iterable[Batch]) -> dict[str, fl
     return finish_eval({k: sum(float(s[k]) for s in host) for k in ("loss_sum", "correct", "count")})
 
 
-def evaluate_model(model, params, state, test_batches: Iterable[Batch], *, precision: str = "fp32"
-                   ) -> dict[str, float]:
-    """Loss and accuracy of ``model`` with ``params``/``state`` on one device."""
-    step = jax.jit(make_eval_step(model, precision=precision))
+def evaluate_model(model, params, state, test_batches: Iterable[Batch], *, precision: str = "fp32",
+                   backprop: str | None = None) -> dict[str, float]:
+    """Loss and accuracy of ``model`` with ``params``/``state`` on one device
+    (``backprop``: see :func:`jaxcnn.train.make_eval_step`)."""
+    step = jax.jit(make_eval_step(model, precision=precision, backprop=backprop))
     ts = TrainState(params=params, state=state, opt_state=None, step=np.zeros((), np.int32))
     sums = jax.device_get([step(ts, pad_batch(b, 1)) for b in test_batches])
     return finish_eval({k: sum(float(s[k]) for s in sums) for k in ("loss_sum", "correct", "count")})

@@ -127,7 +127,7 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
     if mode == "none":
         step = make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment,
                                auto_table=auto_table)
-        evaluate = jax.jit(make_eval_step(model, precision=precision))
+        evaluate = jax.jit(make_eval_step(model, precision=precision, backprop=backprop, auto_table=auto_table))
         return Runner(mode, jax.jit(step, donate_argnums=(0,)), evaluate, put_state=jax.device_put,
                       put_batch=jax.device_put, get_state=to_host, get_metrics=to_host, batch_multiple=1,
                       steps_per_dispatch=steps_per_dispatch,
@@ -143,7 +143,8 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
         # the chunk's count and key are the same on every device
         train_steps = jax.pmap(make_multi_step(step), axis_name=AXIS, in_axes=(0, 0, None, None),
                                donate_argnums=(0,), devices=devices) if multi else None
-        evaluate = jax.pmap(make_eval_step(model, axis_name=AXIS, precision=precision), axis_name=AXIS,
+        evaluate = jax.pmap(make_eval_step(model, axis_name=AXIS, precision=precision, backprop=backprop,
+                                           auto_table=auto_table), axis_name=AXIS,
                             devices=devices)
 
         def put_batch(batch):  # (B, ...) -> (devices, B / devices, ...); pmap places the slices
@@ -174,7 +175,8 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
     stacked_data = NamedSharding(mesh, P(None, AXIS))   # (K, B, ...): the batch axis is sharded
     train_steps = jax.jit(make_multi_step(step), in_shardings=(replicated, stacked_data, replicated, replicated),
                           out_shardings=(replicated, replicated), donate_argnums=(0,)) if multi else None
-    evaluate = jax.jit(make_eval_step(model, precision=precision), in_shardings=(replicated, data),
+    evaluate = jax.jit(make_eval_step(model, precision=precision, backprop=backprop, auto_table=auto_table),
+                       in_shardings=(replicated, data),
                        out_shardings=replicated)
     n_local = len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
 

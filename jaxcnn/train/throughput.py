@@ -46,12 +46,13 @@ def timed_evaluate(step: Callable, train_state, test_batches: Iterable[Batch]) -
 
 
 def evaluate_model_throughput(model, params, state, test_batches: Iterable[Batch], *, precision: str = "fp32",
-                              forward=None, compiler_options: dict | None = None) -> dict[str, float]:
+                              forward=None, compiler_options: dict | None = None,
+                              backprop: str | None = None) -> dict[str, float]:
     """:func:`jaxcnn.train.evaluate_model`'s result (loss, accuracy, count) plus
     ``images_per_sec`` of the evaluation pass (compile excluded), ``eval_seconds`` and
-    ``compile_s``. ``forward``: see :func:`jaxcnn.train.make_eval_step`;
+    ``compile_s``. ``forward`` and ``backprop``: see :func:`jaxcnn.train.make_eval_step`;
     ``compiler_options``: XLA options of the evaluation program (``jax.jit``'s)."""
-    step = jax.jit(make_eval_step(model, precision=precision, forward=forward),
+    step = jax.jit(make_eval_step(model, precision=precision, forward=forward, backprop=backprop),
                    compiler_options=compiler_options or None)
     ts = TrainState(params=params, state=state, opt_state=None, step=np.zeros((), np.int32))
     return timed_evaluate(step, ts, test_batches)
