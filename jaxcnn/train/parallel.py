@@ -14,7 +14,9 @@ measurable part of a step: lenet5 on a 2-core CPU, ~1 ms of a ~8 ms step. Except
 XLA:CPU would run a convolution of its own inside the program's loop: it runs those on
 a slow path there (jax-ml/jax#12868; lenet5's ``backprop="autodiff"`` step 3.6x slower,
 fmnist_cnn's 50x), so on CPU a step whose convolutions are not all oneDNN's calls
-runs one call per step (:meth:`Runner.train_chunk`).
+runs one call per step (:meth:`Runner.train_chunk`). ``pmap`` and ``sharded`` on CPU
+take one step per call always (their ``steps_per_dispatch`` is 1): a two-process run
+over gloo with the multi-step program hung at shutdown on a loaded machine.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ class Runner:
     mesh: Any = None
     steps_per_dispatch: int = 1
     # (train_state, stacked batches, count, key) -> (train_state, stacked metrics), placed;
-    # None when steps_per_dispatch == 1
+    # None unless make_runner's steps_per_dispatch > 1 (pmap / sharded on CPU keep it, unused)
     train_steps: Callable | None = None
     put_batches: Callable | None = None  # this process's stacked (K, B, ...) batches -> placed
     platform: str = "cpu"                # of the devices the steps run on
@@ -76,11 +78,12 @@ class Runner:
 
         With ``steps_per_dispatch > 1`` the batches run as one call of the multi-step
         program (padded with copies of the last batch, never read), unless on CPU that
-        program holds an XLA convolution (module docstring): decided once, at the first
-        call, from the lowered program; then each batch is one call of the plain step."""
+        program holds an XLA convolution (module docstring):
+        decided once, at the first call, from the lowered program; then each batch is one
+        call of the plain step."""
         if not 1 <= len(batches) <= self.steps_per_dispatch:
             raise ValueError(f"train_chunk: expected 1 to {self.steps_per_dispatch} batches, got {len(batches)}")
-        if self.train_steps is None:
+        if self.steps_per_dispatch == 1:
             return self.train_step(train_state, self.put_batch(batches[0]), key)
         if self.loops is not False:
             padded = batches + [batches[-1]] * (self.steps_per_dispatch - len(batches))
@@ -112,7 +115,8 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
     """Build the :class:`Runner` for ``mode`` ("none", "pmap" or "sharded"); ``backprop``,
     ``precision``, ``augment`` and ``auto_table`` go to :func:`make_train_step`.
     ``steps_per_dispatch > 1`` also compiles :meth:`Runner.train_chunk`'s multi-step
-    program (when first called)."""
+    program (when first called); ``pmap`` and ``sharded`` on CPU ignore it (module
+    docstring)."""
     if mode not in MODES:
         raise ValueError(f"parallel must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(steps_per_dispatch, bool) or not isinstance(steps_per_dispatch, (int, np.integer)) \
@@ -137,6 +141,7 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
     if mode == "pmap":
         local = jax.local_devices() if devices is None else devices
         n = len(local)
+        cpu = local[0].platform == "cpu"
         step = make_train_step(model, loss, tx, backprop=backprop, axis_name=AXIS, precision=precision,
                                augment=augment, auto_table=auto_table)
         train = jax.pmap(step, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,), devices=devices)
@@ -163,10 +168,12 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
 
         return Runner(mode, train, evaluate, put_state=put_state, put_batch=put_batch, get_state=first,
                       get_metrics=lambda ms: jax.tree.map(lambda a: a[0], jax.device_get(ms)), batch_multiple=n,
-                      steps_per_dispatch=steps_per_dispatch, train_steps=train_steps,
+                      # on CPU one call per step; the multi-step program is still there to lower
+                      steps_per_dispatch=1 if cpu else steps_per_dispatch, train_steps=train_steps,
                       put_batches=put_batches if multi else None, platform=local[0].platform)
 
     mesh = Mesh(np.asarray(jax.devices() if devices is None else devices), (AXIS,))
+    cpu = mesh.devices.flat[0].platform == "cpu"
     replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
     step = make_train_step(model, loss, tx, backprop=backprop, precision=precision, augment=augment,
                            auto_table=auto_table)
@@ -191,5 +198,6 @@ def make_runner(mode: str, model, loss, tx, *, backprop: str = DEFAULT_MODE, pre
     return Runner(mode, train, evaluate,
                   put_state=lambda s: jax.device_put(s, replicated),
                   put_batch=put_batch, get_state=to_host, get_metrics=to_host, batch_multiple=n_local, mesh=mesh,
-                  steps_per_dispatch=steps_per_dispatch, train_steps=train_steps,
+                  # on CPU one call per step; the multi-step program is still there to lower
+                  steps_per_dispatch=1 if cpu else steps_per_dispatch, train_steps=train_steps,
                   put_batches=put_batches if multi else None, platform=mesh.devices.flat[0].platform)
