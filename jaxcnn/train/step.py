@@ -213,16 +213,20 @@ def make_multi_step(train_step: Callable) -> Callable:
     (an epoch's last, one cut short by an evaluation), and the steps a run takes do not
     depend on how they were grouped -- the same ``train_step`` program runs each of them.
     """
+    # jitted so that the step is traced once: the skipping branch's eval_shape and the
+    # running branch's call share jit's trace cache (inlined into the one program)
+    step = jax.jit(train_step)
+
     def multi_step(train_state, batches, count, key):
         num = jax.tree.leaves(batches)[0].shape[0]
 
         def skip(ts, batch):   # a slot past ``count``: state unchanged, metrics zero
-            shapes = jax.eval_shape(train_step, ts, batch, key)[1]
+            shapes = jax.eval_shape(step, ts, batch, key)[1]
             return ts, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
         def body(ts, slot):
             i, batch = slot
-            return lax.cond(i < count, lambda t: train_step(t, batch, key), lambda t: skip(t, batch), ts)
+            return lax.cond(i < count, lambda t: step(t, batch, key), lambda t: skip(t, batch), ts)
 
         return lax.scan(body, train_state, (jnp.arange(num), batches))
 
