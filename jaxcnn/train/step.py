@@ -10,6 +10,7 @@ state after every step and it equals the one-device step on the same global batc
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Callable
 
@@ -178,11 +179,9 @@ def make_eval_step(model, *, axis_name: str | None = None, precision: str = "fp3
         check_batch(batch)
         if forward is not None:
             logits = forward(train_state.params, train_state.state, batch["image"])
-        elif backprop is None:
-            logits, _ = _forward(model, train_state.params, train_state.state, batch["image"], train=False, key=None,
-                                 dtype=dtype)
         else:
-            with backprop_mode(backprop), auto_choices(auto_table):   # read when the model is traced
+            mode = contextlib.nullcontext() if backprop is None else backprop_mode(backprop)
+            with mode, auto_choices(auto_table):   # read when the model is traced, i.e. here
                 logits, _ = _forward(model, train_state.params, train_state.state, batch["image"], train=False,
                                      key=None, dtype=dtype)
         labels = batch["label"]
