@@ -58,13 +58,12 @@ def test_multi_step_runs_the_steps_in_order_and_skips_the_slots_past_count():
         assert not metrics[name][3:].any(), name   # nothing ran there
 
 
-def _fit(steps_per_dispatch, eval_every=0, parallel="none", tmp_path=None, epochs=2):
+def _fit(steps_per_dispatch, eval_every=0, tmp_path=None, epochs=2, resume=False):
     model, tx, _, _ = _problem()
     x, y = tiny_data(80)
     return fit(model, train_batches=tiny_batches(x, y, 16), steps_per_epoch=5, epochs=epochs, input_shape=(1, 8, 8, 1),
-               tx=tx, loss=ce, seed=0, progress=False, eval_every=eval_every, parallel=parallel,
-               steps_per_dispatch=steps_per_dispatch, out_dir=tmp_path, log_every=3,
-               test_batches=lambda: [{"image": x[:16], "label": y[:16]}])
+               tx=tx, loss=ce, seed=0, progress=False, eval_every=eval_every, steps_per_dispatch=steps_per_dispatch,
+               out_dir=tmp_path, resume=resume, log_every=3, test_batches=lambda: [{"image": x[:16], "label": y[:16]}])
 
 
 def test_fit_gives_the_same_run_whatever_the_grouping():
@@ -87,11 +86,7 @@ def test_fit_gives_the_same_run_whatever_the_grouping():
 def test_a_resumed_grouped_run_equals_the_uninterrupted_one(tmp_path):
     whole = _fit(4, epochs=2)
     _fit(4, epochs=1, tmp_path=tmp_path)   # stops at the end of epoch 1 (step 5, a call of 4 then 1)
-    model, tx, _, _ = _problem()
-    x, y = tiny_data(80)
-    resumed = fit(model, train_batches=tiny_batches(x, y, 16), steps_per_epoch=5, epochs=2, input_shape=(1, 8, 8, 1),
-                  tx=tx, loss=ce, seed=0, progress=False, steps_per_dispatch=4, out_dir=tmp_path, resume=True,
-                  log_every=3)
+    resumed = _fit(4, epochs=2, tmp_path=tmp_path, resume=True)
     _assert_trees_equal(resumed.train_state, whole.train_state)
 
 
