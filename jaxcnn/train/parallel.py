@@ -15,8 +15,10 @@ XLA:CPU would run a convolution of its own inside the program's loop: it runs th
 a slow path there (jax-ml/jax#12868; lenet5's ``backprop="autodiff"`` step 3.6x slower,
 fmnist_cnn's 50x), so on CPU a step whose convolutions are not all oneDNN's calls
 runs one call per step (:meth:`Runner.train_chunk`). ``pmap`` and ``sharded`` on CPU
-take one step per call always (their ``steps_per_dispatch`` is 1): a two-process run
-over gloo with the multi-step program hung at shutdown on a loaded machine.
+take one step per call always (their ``steps_per_dispatch`` is 1): a cautious choice,
+not a measured one. A two-process gloo test hung with the multi-step program on a loaded
+machine, but the same test hangs under load without it too (1 of 3 runs before this
+change), so the multi-step program was never shown to be the cause.
 """
 from __future__ import annotations
 
