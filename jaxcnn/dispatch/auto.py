@@ -2,7 +2,7 @@
 
 ``FORMULATIONS[op][name]`` is a function with ``jaxcnn.ops.<op>``'s signature and
 values whose backward pass is one formulation: ``"fast"`` (:mod:`jaxcnn.kernels.xla`:
-arg-max max-pool backward, fused BatchNorm backward, a narrow-input conv's shifted
+arg-max max-pool backward, non-overlapping average pooling as a reshaped sum, fused BatchNorm backward, a narrow-input conv's shifted
 forward, depthwise convs as shifted multiply-adds, a strided transposed conv as matmul
 + overlap-add), ``"onednn"`` (a convolution on oneDNN's kernels,
 :mod:`jaxcnn.kernels.onednn`; for ``"conv_relu"`` -- not an op but a Conv layer and the
@@ -43,12 +43,14 @@ FORMULATIONS: dict[str, dict[str, Callable]] = {
     "conv_transpose": {"fast": xla.conv_transpose, "explicit": twins.conv_transpose},
     "dense": {"explicit": twins.dense},
     "dropout": {"explicit": twins.dropout},
-    "avg_pool": {"explicit": twins.avg_pool},
+    # non-overlapping windows as a reshaped sum; other geometries: the op (autodiff)
+    "avg_pool": {"fast": xla.avg_pool, "explicit": twins.avg_pool},
 }
 
 # measured choices (docs/performance.md); every other op: autodiff
 DEFAULT_TABLE: dict[str, str] = {
     "max_pool": "fast",
+    "avg_pool": "fast",
     "batch_norm": "fast",
     "conv": "onednn",
     "conv_relu": "onednn",

@@ -1,5 +1,6 @@
 """Faster lax formulations of ops on XLA:CPU (autodiff allowed here): arg-max max-pool
-backward (:mod:`.max_pool`), fused BatchNorm backward (:mod:`.batch_norm`), a
+backward (:mod:`.max_pool`), average pooling over non-overlapping windows as a reshaped
+sum (:mod:`.avg_pool`), fused BatchNorm backward (:mod:`.batch_norm`), a
 narrow-input conv's shifted forward and depthwise convs as shifted multiply-adds
 (:mod:`.conv`, :mod:`.depthwise`), a strided transposed conv as matmul + overlap-add
 (:mod:`.conv_transpose`). Each function has its op's signature, values and errors;
@@ -7,6 +8,7 @@ narrow-input conv's shifted forward and depthwise convs as shifted multiply-adds
 """
 from __future__ import annotations
 
+from .avg_pool import avg_pool  # noqa: F401
 from .batch_norm import batch_norm  # noqa: F401
 from .conv import conv, lax_conv, narrow  # noqa: F401
 from .conv_transpose import conv_transpose, overlap_add  # noqa: F401

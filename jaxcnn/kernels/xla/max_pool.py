@@ -15,7 +15,6 @@ tap-by-tap twin, measured 3.3x faster than autodiff on a 3x3/2 pad-1 pool).
 from __future__ import annotations
 
 import functools
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -25,17 +24,20 @@ from ... import ops
 from ...ops.windows import Window
 
 
-def non_overlapping(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, layout="NHWC"):
+def non_overlapping(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, layout="NHWC",
+                    op: str = "max_pool"):
     """True when the fast path applies: stride == kernel, no padding, no dilation, and
-    ``ceil_mode`` adds no partial window. Raises the op's own errors on bad input."""
+    ``ceil_mode`` adds no partial window. Raises ``op``'s own errors on bad input."""
     win = Window(jnp.asarray(x) if not hasattr(x, "shape") else x, kernel_size, stride, padding, dilation,
-                  ceil_mode, layout, "max_pool")
+                  ceil_mode, layout, op)
     return (win.stride == win.kernel and all(p == 0 for p in win.padding) and all(d == 1 for d in win.dilation)
             and all(o * k <= n for o, k, n in zip(win.out, win.kernel, win.sizes)))
 
 
-def _geometry(shape, kernel, axes):
-    """(cropped extents, windowed shape, kernel-axis positions in the windowed shape)."""
+def windowed_geometry(shape, kernel, axes):
+    """Non-overlapping windows of ``kernel`` along ``axes`` of an array of ``shape``:
+    (cropped extents, windowed shape -- each window axis split into (windows, taps) --,
+    positions of the tap axes in the windowed shape)."""
     windowed, tap_axes, crop = [], [], list(shape)
     for a, n in enumerate(shape):
         if a in axes:
@@ -48,7 +50,8 @@ def _geometry(shape, kernel, axes):
     return tuple(crop), tuple(windowed), tuple(tap_axes)
 
 
-def _crop(x, crop):
+def crop_to(x, crop):
+    """``x`` cut to the extents ``crop`` (the whole windows), from the start."""
     if tuple(x.shape) == crop:
         return x
     return lax.slice(x, (0,) * x.ndim, crop)
@@ -56,8 +59,8 @@ def _crop(x, crop):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _pool(x, kernel, axes):
-    crop, windowed, tap_axes = _geometry(x.shape, kernel, axes)
-    return jnp.max(_crop(x, crop).reshape(windowed), axis=tap_axes)
+    crop, windowed, tap_axes = windowed_geometry(x.shape, kernel, axes)
+    return jnp.max(crop_to(x, crop).reshape(windowed), axis=tap_axes)
 
 
 def _pool_fwd(x, kernel, axes):
@@ -65,8 +68,8 @@ def _pool_fwd(x, kernel, axes):
 
 
 def _pool_bwd(kernel, axes, x, dy):
-    crop, windowed, tap_axes = _geometry(x.shape, kernel, axes)
-    xw = _crop(x, crop).reshape(windowed)
+    crop, windowed, tap_axes = windowed_geometry(x.shape, kernel, axes)
+    xw = crop_to(x, crop).reshape(windowed)
     # taps last, flattened in row-major scan order: (..., prod(kernel))
     taps_last = jnp.moveaxis(xw, tap_axes, tuple(range(xw.ndim - len(kernel), xw.ndim)))
     flat = taps_last.reshape(taps_last.shape[:-len(kernel)] + (-1,))
