@@ -2,7 +2,10 @@
 each Conv -> ReLU pair fused (oneDNN forward with the bias and a ReLU post-op, the bias
 gradient an XLA reduction: auto's default) against the same step unfused
 (``auto_table={"conv_relu": "autodiff"}``: oneDNN's conv, then XLA's bias add and ReLU, as
-before issue 22 goal 4). ``--db-in-onednn`` adds a row with the bias gradient from
+before issue 22 goal 4). ``--without`` names other table entries to take out instead
+(``--model lenet5 --without conv_sigmoid,avg_pool``: LeNet-5's fused Conv -> sigmoid
+pairs and its reshaped-sum average pools); with several, a row per entry left out alone
+too, and the "unfused" row leaves out all of them. ``--db-in-onednn`` adds a row with the bias gradient from
 oneDNN's weight-gradient primitive (``kernels.onednn.fused.BIAS_GRAD_IN_ONEDNN``: what
 decided where db is computed).
 
@@ -15,6 +18,7 @@ is dead there (only the mask is used), where in a network it feeds the next laye
 Ratios are taken within a round (same machine load), median and range over rounds.
 
 Run:  python experiments/bench_conv_relu.py [--model fmnist_cnn] [--precision fp32] [--rounds 7] [--steps 5]
+                                            [--without conv_relu]
       python experiments/bench_conv_relu.py --layers [--forward] [--rounds 15]
 Writes experiments/results/bench_conv_relu.json (or --out).
 """
@@ -103,6 +107,8 @@ def main():
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--db-in-onednn", action="store_true")
+    p.add_argument("--without", default="conv_relu",
+                   help="comma-separated auto-table entries the unfused row sets to autodiff")
     p.add_argument("--layers", action="store_true")
     p.add_argument("--forward", action="store_true")
     p.add_argument("--out", default=str(HERE / "results" / "bench_conv_relu.json"))
@@ -126,7 +132,10 @@ def main():
     from jaxcnn.train.step import make_train_step
 
     model, shape, tx, batch, loss = step_problem(args.model, args.batch)
-    configs = {"fused": {}, UNFUSED: {"conv_relu": "autodiff"}}
+    without = [e for e in args.without.split(",") if e]
+    configs = {"fused": {}, UNFUSED: {e: "autodiff" for e in without}}
+    if len(without) > 1:
+        configs.update({f"without {e}": {e: "autodiff"} for e in without})
     if args.db_in_onednn:
         configs[DB_ONEDNN] = {}
     steps, states = {}, {}
@@ -152,6 +161,7 @@ def main():
     out = pathlib.Path(args.out)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"model": args.model, "batch": args.batch, "precision": args.precision,
+                               "without": without,
                                "jax": jax.__version__, "rounds": args.rounds, "steps": args.steps, "rows": rows},
                               indent=1))
     print("wrote", out)

@@ -51,9 +51,11 @@ def serial(*layers, name: str = "serial") -> Layer:
     """Apply children in order. ``serial(Conv(..), Relu())`` names them "0", "1";
     ``serial(("conv1", Conv(..)), ("relu", Relu()))`` uses the given names.
 
-    A ``Conv`` directly followed by a ``Relu`` runs as one ``dispatch.conv_relu`` while
+    A ``Conv`` directly followed by a ``Relu`` (a sigmoid) runs as one
+    ``dispatch.conv_relu`` (``dispatch.conv_sigmoid``) while
     :func:`jaxcnn.layers.fusion.active` (``backprop="auto"``, no inspection tool
-    watching): oneDNN then adds the bias and applies the ReLU inside the convolution. In
+    watching): oneDNN then adds the bias and applies the activation inside the
+    convolution. In
     evaluation (``train=False``), a ``Conv`` directly followed by a ``BatchNorm`` (and
     maybe a ``Relu``) runs as one ``dispatch.conv_bn_eval`` while
     ``fusion.active("conv_bn_eval")``: the BatchNorm folded into the convolution's weight
@@ -69,16 +71,16 @@ def serial(*layers, name: str = "serial") -> Layer:
             _put(state, n, s)
         return shape, params, state
 
-    # children i, i+1 that may run as one fused op (a Conv and its ReLU, layers.fusion)
-    pairs = {i: fused for i in range(len(children) - 1)
-             if (fused := fusion.conv_relu(children[i][1], children[i + 1][1])) is not None}
+    # children i, i+1 that may run as one fused op (a Conv and its ReLU / sigmoid, layers.fusion)
+    pairs = {i: pair for i in range(len(children) - 1)
+             if (pair := fusion.conv_activation(children[i][1], children[i + 1][1])) is not None}
     # children i, i+1[, i+2] that evaluation may run as one convolution (Conv, BatchNorm[, ReLU])
     folds = {i: fold for i in range(len(children) - 1)
              if (fold := fusion.conv_bn_eval([layer for _, layer in children[i:i + 3]])) is not None}
 
     def apply(params, state, x, *, train=False, key=None, axis_name=None, **_):
         new_state, skip = {}, 0
-        fusing = bool(pairs) and fusion.active("conv_relu")
+        fusing = {name: fusion.active(name) for name in {pair.name for pair in pairs.values()}}
         folding = bool(folds) and not train and fusion.active("conv_bn_eval")
         for i, ((n, layer), k) in enumerate(zip(children, _keys(key, len(children)))):
             if skip:            # a child a fused run already applied (stateless or unchanged, keyless)
@@ -92,9 +94,9 @@ def serial(*layers, name: str = "serial") -> Layer:
                 _put(new_state, bn, state.get(bn, {}))      # evaluation leaves the statistics as they are
                 skip = folds[i].length - 1
                 continue
-            if fusing and i in pairs:
-                # named as the Conv: an error inside is the Conv's (a ReLU cannot fail)
-                x = call_child(n, layer, "apply", pairs[i], params.get(n, {}), x)
+            if i in pairs and fusing[pairs[i].name]:
+                # named as the Conv: an error inside is the Conv's (an activation cannot fail)
+                x = call_child(n, layer, "apply", pairs[i].run, params.get(n, {}), x)
                 skip = 1
                 continue
             x, s = call_child(n, layer, "apply", layer.apply, params.get(n, {}), state.get(n, {}), x,

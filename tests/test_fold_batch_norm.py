@@ -279,7 +279,7 @@ def test_a_conv_bn_act_chain_evaluates_as_fused_calls_only():
     _, params, state = layer.init(jax.random.PRNGKey(0), x.shape)
     lowered = jax.jit(_auto(_eval(layer))).lower(params, state, x)
     hlo, compiled = lowered.as_text(), lowered.compile().as_text()
-    calls = re.findall(rf'(%\S+) = \S+ custom-call\((%[^,]+), .*custom_call_target="{FUSED}".*relu = (\d) : i64',
+    calls = re.findall(rf'(%\S+) = \S+ custom-call\((%[^,]+), .*custom_call_target="{FUSED}".*activation = (\d) : i64',
                        compiled)
     assert [relu for _, _, relu in calls] == ["1", "1", "0", "1"]
     assert [arg for _, arg, _ in calls[1:]] == [out for out, _, _ in calls[:-1]]     # chained directly

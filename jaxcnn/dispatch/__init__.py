@@ -60,11 +60,20 @@ def _fused(pair: str):
 
 
 def fuses(pair: str) -> bool:
-    """True when a fused pair (``"conv_relu"``, ``"conv_bn_eval"``) runs as one
+    """True when a fused pair (``"conv_relu"``, ``"conv_sigmoid"``, ``"conv_bn_eval"``) runs as one
     formulation if called now: under "auto" with the table choosing one for it. Callers
     that would otherwise call the ops separately (``combinators.serial``) fuse only then,
     so "autodiff" and "explicit" trace exactly the ops they always did."""
     return _fused(pair) is not None
+
+
+def _conv_activation(pair: str, activation: str, x, w, b, conv_kwargs):
+    fused = _fused(pair)
+    if fused is None:       # dispatch.<activation>(dispatch.conv(...)): the two layers' ops
+        return __getattr__(activation)(__getattr__("conv")(x, w, b, **conv_kwargs))
+    for callback in observers():
+        callback(pair, (x, w, b), conv_kwargs)
+    return fused(x, w, b, **conv_kwargs)
 
 
 def conv_relu(x, w, b=None, **conv_kwargs):
@@ -73,12 +82,13 @@ def conv_relu(x, w, b=None, **conv_kwargs):
     otherwise ``dispatch.conv`` then ``dispatch.relu``, the same ops (and observer
     calls) as the two layers make unfused. Not an op of :mod:`jaxcnn.ops`: a pair
     ``combinators.serial`` fuses (see :mod:`jaxcnn.layers.fusion`)."""
-    fused = _fused("conv_relu")
-    if fused is None:
-        return __getattr__("relu")(__getattr__("conv")(x, w, b, **conv_kwargs))   # dispatch.relu(dispatch.conv(...))
-    for callback in observers():
-        callback("conv_relu", (x, w, b), conv_kwargs)
-    return fused(x, w, b, **conv_kwargs)
+    return _conv_activation("conv_relu", "relu", x, w, b, conv_kwargs)
+
+
+def conv_sigmoid(x, w, b=None, **conv_kwargs):
+    """``sigmoid(conv(x, w, b, **conv_kwargs))``: :func:`conv_relu` for the sigmoid (table
+    entry ``"conv_sigmoid"``: oneDNN with the bias and a logistic post-op)."""
+    return _conv_activation("conv_sigmoid", "sigmoid", x, w, b, conv_kwargs)
 
 
 def conv_bn_eval(x, w, b, running_mean, running_var, weight=None, bias=None, *, eps: float = 1e-5,

@@ -6,7 +6,8 @@ arg-max max-pool backward, non-overlapping average pooling as a reshaped sum, fu
 forward, depthwise convs as shifted multiply-adds, a strided transposed conv as matmul
 + overlap-add), ``"onednn"`` (a convolution on oneDNN's kernels,
 :mod:`jaxcnn.kernels.onednn`; for ``"conv_relu"`` -- not an op but a Conv layer and the
-ReLU after it, see :func:`jaxcnn.dispatch.conv_relu` -- with the bias and ReLU fused; for
+ReLU after it, see :func:`jaxcnn.dispatch.conv_relu` -- with the bias and ReLU fused, and
+likewise ``"conv_sigmoid"``; for
 ``"conv_bn_eval"`` -- a Conv, the BatchNorm after it and an optional ReLU in evaluation,
 :func:`jaxcnn.dispatch.conv_bn_eval` -- the BatchNorm folded into the weights too) or ``"explicit"`` (the custom_vjp twins of
 :mod:`jaxcnn.backprop.twins`). An op a table does not list (or lists as
@@ -36,6 +37,9 @@ FORMULATIONS: dict[str, dict[str, Callable]] = {
     # a Conv layer followed by a ReLU layer in a ``serial`` (``dispatch.conv_relu``): bias
     # and ReLU as oneDNN post-ops where oneDNN applies, else relu(onednn.conv(...))
     "conv_relu": {"onednn": onednn.conv_relu},
+    # a Conv layer followed by a sigmoid layer (LeNet-5): as "conv_relu", with oneDNN's
+    # logistic post-op (``dispatch.conv_sigmoid``)
+    "conv_sigmoid": {"onednn": onednn.conv_sigmoid},
     # in evaluation (train=False), a Conv, the BatchNorm after it and optionally a ReLU
     # (``dispatch.conv_bn_eval``): the BatchNorm folded into the weight and bias, then as
     # "conv_relu" (bias and ReLU as post-ops where oneDNN applies, else the conv plus bias)
@@ -54,6 +58,7 @@ DEFAULT_TABLE: dict[str, str] = {
     "batch_norm": "fast",
     "conv": "onednn",
     "conv_relu": "onednn",
+    "conv_sigmoid": "onednn",
     "conv_transpose": "fast",
 }
 

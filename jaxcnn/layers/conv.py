@@ -52,9 +52,10 @@ def Conv(features: int, kernel_size, stride=1, padding=0, dilation=1, groups: in
         return dispatch.conv(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
                       dilation=dilation, groups=groups, padding_mode=padding_mode, layout=layout)
 
-    def with_relu(params, x):   # this layer then a ReLU, when serial fuses them (layers.fusion)
-        return dispatch.conv_relu(x, params["weight"], params.get("bias"), stride=stride, padding=padding,
-                                  dilation=dilation, groups=groups, padding_mode=padding_mode, layout=layout)
+    def with_activation(params, x, activation):   # this layer then a ReLU / sigmoid, fused (layers.fusion)
+        fused = {"relu": dispatch.conv_relu, "sigmoid": dispatch.conv_sigmoid}[activation]
+        return fused(x, params["weight"], params.get("bias"), stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, padding_mode=padding_mode, layout=layout)
 
     def with_batch_norm(params, x, bn_params, bn_state, eps, relu):   # this, an eval BatchNorm [, a ReLU]
         return dispatch.conv_bn_eval(x, params["weight"], params.get("bias"), bn_state["running_mean"],
@@ -62,7 +63,7 @@ def Conv(features: int, kernel_size, stride=1, padding=0, dilation=1, groups: in
                                      eps=eps, relu=relu, stride=stride, padding=padding, dilation=dilation,
                                      groups=groups, padding_mode=padding_mode, layout=layout)
 
-    return fusion.register_conv(leaf(name, meta, forward, make_params), with_relu, with_batch_norm, layout)
+    return fusion.register_conv(leaf(name, meta, forward, make_params), with_activation, with_batch_norm, layout)
 
 
 def ConvTranspose(features: int, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,

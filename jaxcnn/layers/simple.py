@@ -9,11 +9,11 @@ from .base import elementwise, leaf
 
 
 def _activation(layer_name: str, fn_name: str, kwargs: dict):
-    """``dispatch.<fn_name>(x, **kwargs)`` as a layer; a plain ReLU is registered with
-    :mod:`.fusion` (a Conv before it may then run fused with it)."""
+    """``dispatch.<fn_name>(x, **kwargs)`` as a layer; a plain ReLU or sigmoid is
+    registered with :mod:`.fusion` (a Conv before it may then run fused with it)."""
     layer = elementwise(layer_name, lambda x: getattr(dispatch, fn_name)(x, **kwargs),
                         {"activation": fn_name, **kwargs})
-    return fusion.register_relu(layer) if fn_name == "relu" and not kwargs else layer
+    return fusion.register_activation(layer, fn_name) if fn_name in fusion.PAIRS and not kwargs else layer
 
 
 def Activation(name: str, **kwargs):

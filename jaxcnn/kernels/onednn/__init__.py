@@ -6,4 +6,4 @@ from __future__ import annotations
 from .build import describe, load, reason  # noqa: F401
 from .conv import applies, conv  # noqa: F401
 from .fold import conv_bn_eval, fold_batch_norm  # noqa: F401
-from .fused import conv_bias, conv_relu  # noqa: F401
+from .fused import conv_bias, conv_relu, conv_sigmoid  # noqa: F401

@@ -16,10 +16,10 @@
 // thread of this library's own (see OnednnThread), one call at a time.
 //
 // Fused training forward (JaxcnnOnednnConvBiasForward[Bf16]): x, w and a bias (C,) --
-// empty for none -- with attribute "relu" (0 / 1): y = [relu](conv(x, w) + b), the bias
-// as oneDNN's bias argument and the ReLU as an eltwise post-op, so the result is written
-// once instead of XLA re-reading it to add the bias and clamp (issue 22, "fused
-// convolutions"). JaxcnnOnednnConvWeightBiasGrad[Bf16] returns the weight gradient and the
+// empty for none -- with attribute "activation" (Activation: 0 none, 1 ReLU, 2 logistic
+// sigmoid): y = [act](conv(x, w) + b), the bias as oneDNN's bias argument and the
+// activation as an eltwise post-op, so the result is written once instead of XLA
+// re-reading it to add the bias and apply the activation (issue 22, "fused convolutions"). JaxcnnOnednnConvWeightBiasGrad[Bf16] returns the weight gradient and the
 // bias gradient (the sum of dy over batch and space) from one backward-weights primitive,
 // which reads dy once for both.
 //
@@ -226,8 +226,9 @@ struct Plan {
 };
 
 // What a training pass does besides the convolution (a plan's key includes it): a bias
-// (forward: added; weight gradient: its gradient computed too) and, forward only, a ReLU.
-enum EpilogueBits : int { kNone = 0, kWithBias = 1, kWithRelu = 2 };
+// (forward: added; weight gradient: its gradient computed too) and, forward only, a ReLU
+// or a logistic sigmoid.
+enum EpilogueBits : int { kNone = 0, kWithBias = 1, kWithRelu = 2, kWithLogistic = 4 };
 
 using Key = std::tuple<int, int, int, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>>;
 
@@ -260,9 +261,10 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const 
   }
   dnnl::primitive_attr fwd_attr;  // a copy of `attr` would share its handle (and the post-ops)
   fwd_attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (pass == Pass::kForward && (epilogue & kWithRelu)) {
+  if (pass == Pass::kForward && (epilogue & (kWithRelu | kWithLogistic))) {
     dnnl::post_ops ops;
-    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    ops.append_eltwise((epilogue & kWithRelu) ? dnnl::algorithm::eltwise_relu : dnnl::algorithm::eltwise_logistic,
+                       0.f, 0.f);
     fwd_attr.set_post_ops(ops);
   }
   // (also the backward passes' hint, which must describe the forward they differentiate)
@@ -898,16 +900,23 @@ ffi::Error WeightGrad(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultBuffer<T> 
              dw->dimensions(), dy.untyped_data(), dy.dimensions(), geometry);
 }
 
-// y = [relu](conv(x, w) + b); `b` (C,) or empty (no bias), `relu` 0 or 1.
+// The fused forward's activation attribute.
+enum Activation : int64_t { kActIdentity = 0, kActRelu = 1, kActLogistic = 2 };
+
+// y = [act](conv(x, w) + b); `b` (C,) or empty (no bias), `activation` an Activation.
 template <ffi::DataType T>
 ffi::Error BiasForward(ffi::Buffer<T> x, ffi::Buffer<T> w, ffi::Buffer<T> b, ffi::ResultBuffer<T> y,
-                       ffi::Span<const int64_t> geometry, int64_t relu) {
+                       ffi::Span<const int64_t> geometry, int64_t activation) {
   auto yd = y->dimensions();
   bool with_bias = b.element_count() > 0;
   if (with_bias && (b.dimensions().size() != 1 || yd.size() < 1 || b.dimensions()[0] != yd.back())) {
     return ffi::Error::InvalidArgument("jaxcnn oneDNN conv: expected a bias (C_out,) or an empty one");
   }
-  int epilogue = (with_bias ? kWithBias : kNone) | (relu ? kWithRelu : kNone);
+  if (activation != kActIdentity && activation != kActRelu && activation != kActLogistic) {
+    return ffi::Error::InvalidArgument("jaxcnn oneDNN conv: activation must be 0 (none), 1 (relu) or 2 (logistic)");
+  }
+  int epilogue = (with_bias ? kWithBias : kNone) | (activation == kActRelu ? kWithRelu : kNone) |
+                 (activation == kActLogistic ? kWithLogistic : kNone);
   return Run(Pass::kForward, OnednnType<T>(), x.untyped_data(), x.dimensions(), w.untyped_data(), w.dimensions(),
              y->untyped_data(), yd, geometry, epilogue, b.untyped_data());
 }
@@ -934,7 +943,7 @@ ffi::Error WeightBiasGrad(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultBuffer
                                     .Arg<ffi::Buffer<T>>()            \
                                     .Ret<ffi::Buffer<T>>()            \
                                     .Attr<ffi::Span<const int64_t>>("geometry") \
-                                    .Attr<int64_t>("relu"));
+                                    .Attr<int64_t>("activation"));
 JAXCNN_BIAS_FORWARD(JaxcnnOnednnConvBiasForward, ffi::DataType::F32)
 JAXCNN_BIAS_FORWARD(JaxcnnOnednnConvBiasForwardBf16, ffi::DataType::BF16)
 

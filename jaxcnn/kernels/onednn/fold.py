@@ -83,4 +83,4 @@ def conv_bn_eval(x, w, b, running_mean, running_var, weight=None, bias=None, *, 
                            layout=layout)[0]
         return ops.relu(y) if relu else y
     new_w, new_b = fold_batch_norm(w, b, running_mean, running_var, weight, bias, eps=eps, layout=layout)
-    return conv_bias(x, new_w, new_b, relu=relu, **kwargs)
+    return conv_bias(x, new_w, new_b, activation="relu" if relu else None, **kwargs)

@@ -1,4 +1,5 @@
-"""A convolution with its bias and a following ReLU inside oneDNN's forward primitive.
+"""A convolution with its bias and a following ReLU or sigmoid inside oneDNN's forward
+primitive.
 
 Unfused, a train step's ``relu(conv(x, w) + b)`` is oneDNN's forward writing the
 convolution, then an XLA pass reading it back to add the bias and clamp; backward, XLA
@@ -14,13 +15,17 @@ each, experiments/bench_conv_relu.py --db-in-onednn, docs/performance.md).
 
 Gradients are those of ``jax.nn.relu(conv + b)``: ``g = dy`` where ``y > 0``, else 0
 (derivative 0 at exactly 0, torch's and ``jax.nn.relu``'s convention; ``y > 0`` iff the
-pre-activation is), then ``dx``, ``dw`` and ``db = sum(g)`` over batch and space.
+pre-activation is), then ``dx``, ``dw`` and ``db = sum(g)`` over batch and space. For
+the sigmoid (oneDNN's ``eltwise_logistic`` post-op; LeNet-5's conv -> sigmoid pairs),
+those of ``jax.nn.sigmoid(conv + b)``: ``g = dy * (y * (1 - y))`` from the saved output,
+``jax.nn.sigmoid``'s own derivative, which XLA fuses with the bias-gradient reduction.
 
-:func:`conv_bias` is the same call with the ReLU optional (``relu=False``: the bias alone,
-added by oneDNN -- a folded BatchNorm's, :mod:`.fold`); :func:`conv_relu` is it with the
-ReLU. Taken where :func:`.conv.applies` (float32 / bfloat16 channels-last, zero padding,
-the library loaded) and the result dtype stays float32 / bfloat16; everywhere else
-:func:`conv_bias` is :func:`.conv.conv` (then ``ops.relu``) -- what "auto" ran unfused. On
+:func:`conv_bias` is the same call with the activation optional (``activation=None``:
+the bias alone, added by oneDNN -- a folded BatchNorm's, :mod:`.fold`); :func:`conv_relu`
+and :func:`conv_sigmoid` are it with the ReLU and the sigmoid. Taken where
+:func:`.conv.applies` (float32 / bfloat16 channels-last, zero padding, the library
+loaded) and the result dtype stays float32 / bfloat16; everywhere else :func:`conv_bias`
+is :func:`.conv.conv` (then ``ops.relu`` / ``ops.sigmoid``) -- what "auto" ran unfused. On
 other platforms ``lax.platform_dependent`` puts lax's convolution (and its autodiff) in
 the custom calls' place.
 """
@@ -41,13 +46,26 @@ from .conv import DTYPES, applies, conv, geometry_attribute, output_shape
 # fused with the ReLU mask (False: measured faster, module docstring). Read when traced.
 BIAS_GRAD_IN_ONEDNN = False
 
+# activation -> (conv.cc's "activation" attribute, the op an unfused run applies)
+ACTIVATIONS = {None: (0, None), "relu": (1, ops.relu), "sigmoid": (2, ops.sigmoid)}
 
-def _reference(x, w, b, geo, relu):
-    """lax's ``[relu](conv(x, w) + b)`` (``b`` empty: no bias): other platforms' branch."""
+
+def _check_activation(activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"conv_bias: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+
+
+def _activate(y, activation):
+    op = ACTIVATIONS[activation][1]
+    return y if op is None else op(y)
+
+
+def _reference(x, w, b, geo, activation):
+    """lax's ``[act](conv(x, w) + b)`` (``b`` empty: no bias): other platforms' branch."""
     y = lax_conv(x, w, *geo)
     if b.size:
         y = y + b
-    return jax.nn.relu(y) if relu else y
+    return _activate(y, activation)
 
 
 def _target(name, dtype):
@@ -60,17 +78,17 @@ def _attr(geo):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _conv_bias(x, w, b, geo, relu):   # b: (C_out,) or (0,) for none; geo: lax_conv's order
+def _conv_bias(x, w, b, geo, activation):   # b: (C_out,) or (0,) for none; geo: lax_conv's order
     def cpu(x, w, b):
         out = jax.ShapeDtypeStruct(output_shape(x, w, *geo[:3]), x.dtype)
         return jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_bias_forward", x.dtype), out, vmap_method="sequential")(
-            x, w, b, geometry=_attr(geo), relu=int(relu))
-    return lax.platform_dependent(x, w, b, cpu=cpu, default=lambda x, w, b: _reference(x, w, b, geo, relu))
+            x, w, b, geometry=_attr(geo), activation=ACTIVATIONS[activation][0])
+    return lax.platform_dependent(x, w, b, cpu=cpu, default=lambda x, w, b: _reference(x, w, b, geo, activation))
 
 
-def _conv_bias_fwd(x, w, b, geo, relu):
-    y = _conv_bias(x, w, b, geo, relu)
-    return y, (x, w, b, y if relu else None)
+def _conv_bias_fwd(x, w, b, geo, activation):
+    y = _conv_bias(x, w, b, geo, activation)
+    return y, (x, w, b, None if activation is None else y)
 
 
 def _bias_grad(g, b):
@@ -80,10 +98,19 @@ def _bias_grad(g, b):
     return jnp.sum(g, axis=tuple(range(g.ndim - 1)), dtype=jnp.float32).astype(b.dtype)
 
 
-def _conv_bias_bwd(geo, relu, residuals, dy):
+def _activation_grad(dy, y, activation):
+    """dL/d(pre-activation) from dL/dy and the saved output ``y``."""
+    if activation == "relu":
+        # jax.nn.relu's derivative (0 at 0); a where, not dy * mask: NaN/inf in dy stay put
+        return jnp.where(y > 0, dy, jnp.zeros_like(dy))
+    if activation == "sigmoid":
+        return dy * (y * (1 - y))           # jax.nn.sigmoid's derivative, from its output
+    return dy
+
+
+def _conv_bias_bwd(geo, activation, residuals, dy):
     x, w, b, y = residuals
-    # jax.nn.relu's derivative (0 at 0); a where, not dy * mask: NaN/inf in dy stay put
-    g = jnp.where(y > 0, dy, jnp.zeros_like(dy)) if relu else dy
+    g = _activation_grad(dy, y, activation)
     attr = _attr(geo)
 
     def cpu(x, w, b, g):
@@ -99,35 +126,42 @@ def _conv_bias_bwd(geo, relu, residuals, dy):
         return dx, dw, db
 
     def other(x, w, b, g):
-        return jax.vjp(lambda x, w, b: _reference(x, w, b, geo, False), x, w, b)[1](g)
+        return jax.vjp(lambda x, w, b: _reference(x, w, b, geo, None), x, w, b)[1](g)
     return lax.platform_dependent(x, w, b, g, cpu=cpu, default=other)
 
 
 _conv_bias.defvjp(_conv_bias_fwd, _conv_bias_bwd)
 
 
-def conv_bias(x, w, b=None, *, relu: bool, stride=1, padding=0, dilation=1, groups: int = 1,
+def conv_bias(x, w, b=None, *, activation: str | None, stride=1, padding=0, dilation=1, groups: int = 1,
               padding_mode: str = "zeros", layout: str = "NHWC"):
-    """``[ops.relu](ops.conv(x, w, b, ...))`` (the conv's signature, values and errors; with
-    ``relu``, the gradients of ``jax.nn.relu``) as one oneDNN forward with the bias (and
-    the ReLU, when ``relu``) fused, and oneDNN's backward passes (module docstring); off
-    oneDNN's path :func:`.conv.conv` (then ``ops.relu`` when ``relu``)."""
+    """``[act](ops.conv(x, w, b, ...))`` for ``activation`` None, ``"relu"`` or
+    ``"sigmoid"`` (the conv's signature, values and errors; the activation's gradients
+    those of ``jax.nn.relu`` / ``jax.nn.sigmoid``) as one oneDNN forward with the bias
+    and the activation fused, and oneDNN's backward passes (module docstring); off
+    oneDNN's path :func:`.conv.conv` then ``ops.relu`` / ``ops.sigmoid``. Another
+    ``activation`` raises ``ValueError``."""
+    _check_activation(activation)
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                   layout=layout)
 
     def unfused():
-        y = conv(x, w, b, **kwargs)
-        return ops.relu(y) if relu else y
+        return _activate(conv(x, w, b, **kwargs), activation)
     if not applies(x, w, layout, padding_mode):
         return unfused()
     c = check(ops.conv, "conv", x, w, b, **kwargs)
     if c.out.dtype not in DTYPES:           # e.g. a float64 bias promotes the result
         return unfused()
     bias = jnp.zeros((0,), c.out.dtype) if b is None else jnp.asarray(b, c.out.dtype)
-    y = _conv_bias(c.x, c.w, bias, (c.stride, c.pads, c.dilation, groups), bool(relu))
+    y = _conv_bias(c.x, c.w, bias, (c.stride, c.pads, c.dilation, groups), activation)
     return finish(y, None, c)
 
 
 def conv_relu(x, w, b=None, **conv_kwargs):
     """``ops.relu(ops.conv(x, w, b, **conv_kwargs))``: :func:`conv_bias` with the ReLU."""
-    return conv_bias(x, w, b, relu=True, **conv_kwargs)
+    return conv_bias(x, w, b, activation="relu", **conv_kwargs)
+
+
+def conv_sigmoid(x, w, b=None, **conv_kwargs):
+    """``ops.sigmoid(ops.conv(x, w, b, **conv_kwargs))``: :func:`conv_bias` with the sigmoid."""
+    return conv_bias(x, w, b, activation="sigmoid", **conv_kwargs)
