@@ -7,7 +7,8 @@ before issue 22 goal 4). ``--without`` names other table entries to take out ins
 pairs and its reshaped-sum average pools); with several, a row per entry left out alone
 too, and the "unfused" row leaves out all of them. ``--db-in-onednn`` adds a row with the bias gradient from
 oneDNN's weight-gradient primitive (``kernels.onednn.fused.BIAS_GRAD_IN_ONEDNN``: what
-decided where db is computed).
+decided where db is computed; the other rows take it where
+``fused.DB_IN_ONEDNN_FOR`` says for their activation).
 
 ``--layers`` times fmnist_cnn's four conv -> ReLU layers alone instead (batch 128, forward +
 VJP at a fixed cotangent, jit-compiled): ``onednn.conv_relu`` (each db variant) against
@@ -70,10 +71,10 @@ def _layers(args):
         dy = jax.random.normal(keys[3], xs[:-1] + ws[-1:], dtype)
         fns = {}
         for k, f in forms.items():
-            fused.BIAS_GRAD_IN_ONEDNN = k == DB_ONEDNN       # read when traced: compile now
+            fused.BIAS_GRAD_IN_ONEDNN = True if k == DB_ONEDNN else None     # read when traced: compile now
             run = f if args.forward else (lambda x, w, b, f=f: jax.vjp(f, x, w, b)[1](dy))
             fns[k] = jax.jit(run).lower(x, w, b).compile()
-        fused.BIAS_GRAD_IN_ONEDNN = False
+        fused.BIAS_GRAD_IN_ONEDNN = None
         times = {k: [] for k in fns}
         for fn in fns.values():
             jax.block_until_ready(fn(x, w, b))
@@ -140,14 +141,14 @@ def main():
         configs[DB_ONEDNN] = {}
     steps, states = {}, {}
     for name, table in configs.items():
-        fused.BIAS_GRAD_IN_ONEDNN = name == DB_ONEDNN      # read when the step is traced (lower)
+        fused.BIAS_GRAD_IN_ONEDNN = True if name == DB_ONEDNN else None   # read when the step is traced
         try:
             fn = jax.jit(make_train_step(model, loss, tx, backprop="auto", precision=args.precision,
                                          auto_table=table), donate_argnums=0)
             ts = create_train_state(model, tx, jax.random.PRNGKey(2), shape)
             steps[name] = fn.lower(ts, batch, jax.random.PRNGKey(3)).compile()
         finally:
-            fused.BIAS_GRAD_IN_ONEDNN = False
+            fused.BIAS_GRAD_IN_ONEDNN = None
         states[name] = ts
     times = interleaved_step_ms(steps, states, (batch, jax.random.PRNGKey(3)), rounds=args.rounds,
                                 steps_per_round=args.steps)

@@ -136,6 +136,8 @@ def test_lenet5_auto_step_runs_its_conv_sigmoid_pairs_fused():
     raw_unfused, _ = _lenet5_step(backprop="auto", auto_table={"conv_sigmoid": "autodiff"})
     fused_hlo, unfused_hlo = (jax.jit(f).lower(*args).as_text() for f in (raw, raw_unfused))
     assert fused_hlo.count("@jaxcnn_onednn_conv_bias_forward(") == 2 and fused_hlo.count("activation = 2 : i64") == 2
+    # their bias gradients from oneDNN's weight-gradient primitive (fused.DB_IN_ONEDNN_FOR)
+    assert fused_hlo.count("@jaxcnn_onednn_conv_weight_bias_grad(") == 2
     assert "jaxcnn_onednn_conv_bias_forward" not in unfused_hlo
     assert unfused_hlo.count("@jaxcnn_onednn_conv_forward(") == 2
     (new, metrics), (new_ref, metrics_ref) = jax.jit(raw)(*args), jax.jit(raw_unfused)(*args)

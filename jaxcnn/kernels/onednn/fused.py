@@ -11,7 +11,8 @@ masks dy: conv.cc can also return it from the weight-gradient primitive
 (``jaxcnn_onednn_conv_weight_bias_grad``, :data:`BIAS_GRAD_IN_ONEDNN`), but fmnist_cnn's
 step was no faster that way: float32 0.998x / 0.992x the unfused step against 1.029x /
 1.001x with XLA's reduction, bfloat16 1.313x / 1.240x against 1.228x / 1.255x (two runs
-each, experiments/bench_conv_relu.py --db-in-onednn, docs/performance.md).
+each, experiments/bench_conv_relu.py --db-in-onednn, docs/performance.md). The sigmoid
+pairs (LeNet-5's, 6 and 16 channels) do take it from oneDNN: :data:`DB_IN_ONEDNN_FOR`.
 
 Gradients are those of ``jax.nn.relu(conv + b)``: ``g = dy`` where ``y > 0``, else 0
 (derivative 0 at exactly 0, torch's and ``jax.nn.relu``'s convention; ``y > 0`` iff the
@@ -43,8 +44,19 @@ from ..xla.conv import lax_conv
 from .conv import DTYPES, applies, conv, geometry_attribute, output_shape
 
 # The bias gradient from oneDNN's weight-gradient primitive (True) or an XLA reduction
-# fused with the ReLU mask (False: measured faster, module docstring). Read when traced.
-BIAS_GRAD_IN_ONEDNN = False
+# fused with the activation's backward pass (False); None: per activation, as measured
+# (DB_IN_ONEDNN_FOR). Read when traced.
+BIAS_GRAD_IN_ONEDNN: bool | None = None
+# Where None puts it: the ReLU pairs' db in XLA (fmnist_cnn's step no faster in oneDNN,
+# module docstring); the sigmoid pairs' in oneDNN (lenet5's step 1.19x the unfused one
+# against 1.15x with XLA's reduction, whose 6-channel conv1 sum it runs slowly;
+# experiments/bench_conv_relu.py --model lenet5 --without conv_sigmoid,avg_pool --db-in-onednn).
+DB_IN_ONEDNN_FOR = {None: False, "relu": False, "sigmoid": True}
+
+
+def bias_grad_in_onednn(activation) -> bool:
+    """Whether a pair with ``activation`` takes its bias gradient from oneDNN (now)."""
+    return DB_IN_ONEDNN_FOR[activation] if BIAS_GRAD_IN_ONEDNN is None else bool(BIAS_GRAD_IN_ONEDNN)
 
 # activation -> (conv.cc's "activation" attribute, the op an unfused run applies)
 ACTIVATIONS = {None: (0, None), "relu": (1, ops.relu), "sigmoid": (2, ops.sigmoid)}
@@ -116,7 +128,7 @@ def _conv_bias_bwd(geo, activation, residuals, dy):
     def cpu(x, w, b, g):
         dx = jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_input_grad", g.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype),
                               vmap_method="sequential")(g, w, geometry=attr)
-        if not (b.size and BIAS_GRAD_IN_ONEDNN):
+        if not (b.size and bias_grad_in_onednn(activation)):
             dw = jax.ffi.ffi_call(_target("jaxcnn_onednn_conv_weight_grad", g.dtype),
                                   jax.ShapeDtypeStruct(w.shape, w.dtype), vmap_method="sequential")(x, g, geometry=attr)
             return dx, dw, _bias_grad(g, b)

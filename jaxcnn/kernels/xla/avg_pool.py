@@ -6,8 +6,10 @@ cotangent. When the windows tile the input -- ``stride == kernel_size``, no padd
 (``ceil_mode`` only when it adds no window) -- the same sums are a plain reduction of
 the input reshaped to ``(N, Ho, kh, Wo, kw, C)`` (NHWC; NCHW likewise), which XLA fuses
 into the pass that produced the input (LeNet-5's sigmoid), and whose autodiff backward
-is a broadcast. On lenet5's train step (batch 128, 2-core CPU) that was 1.10-1.13x
-the step with ``reduce_window`` (experiments/bench_train.py, docs/performance.md).
+is a broadcast. On lenet5's train step (batch 128, 2-core CPU) that was 1.04x
+(0.99-1.13 over rounds) the step with ``reduce_window``
+(``experiments/bench_conv_relu.py --model lenet5 --without conv_sigmoid,avg_pool``,
+docs/performance.md).
 
 Values: the op's sums divided by the op's divisor; every geometry off the fast path,
 ``divisor_override=0`` included (the op's error), is ``jaxcnn.ops.avg_pool`` itself.
@@ -15,6 +17,7 @@ Values: the op's sums divided by the op's divisor; every geometry off the fast p
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from ... import ops
 from ...ops.windows import Window, avg_divisor
@@ -34,4 +37,8 @@ def avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode: bool = False, co
     sums = jnp.sum(crop_to(win.x, crop).reshape(windowed), axis=tap_axes)
     if divisor_override is not None:
         return win.finish(sums / divisor_override)
-    return win.finish(sums / jnp.asarray(avg_divisor(win, count_include_pad), win.x.dtype))
+    # without padding every window holds the whole kernel: the op's divisor array is this
+    # one number (a scalar, so XLA fuses no divisor-shaped broadcast into the pass)
+    divisor = float(np.prod(win.kernel))
+    assert np.all(avg_divisor(win, count_include_pad) == divisor)
+    return win.finish(sums / jnp.asarray(divisor, win.x.dtype))
