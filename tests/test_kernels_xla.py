@@ -1,6 +1,8 @@
-"""kernels.xla: the arg-max max-pool backward and the fused BatchNorm backward equal
+"""kernels.xla: the max-pool backward (tap-by-tap scan and arg-max forms) and the fused BatchNorm backward equal
 jax autodiff (float64, 1e-10) and torch autograd (ties and NaN included), and the
 "auto" mode trains a zoo model with BN + max-pool + dropout to autodiff's gradients."""
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +20,8 @@ from jaxcnn.train.step import make_train_step
 
 from _parity import to_first, to_last, value_and_vjp
 
+max_pool_module = importlib.import_module("jaxcnn.kernels.xla.max_pool")   # the package exports the function
+
 TOL = 1e-10
 
 
@@ -33,6 +37,7 @@ def _vjp(fn, x, dy):
     ((2, 12, 5), 3, "NHWC"),                  # 1-D
     ((1, 4, 6, 4, 2), (2, 3, 2), "NHWC"),     # 3-D
     ((8, 6, 3), (2, 2), "NHWC"),              # unbatched 2-D
+    ((2, 10, 9, 3), (5, 4), "NHWC"),          # 20 taps: the arg-max form, not the scan
 ])
 def test_fast_max_pool_matches_autodiff(x64, shape, kernel, layout):
     rng = np.random.default_rng(0)
@@ -47,7 +52,9 @@ def test_fast_max_pool_matches_autodiff(x64, shape, kernel, layout):
     assert float(jnp.sum(g != 0)) == y_ref.size      # exactly one input per window
 
 
-def test_fast_max_pool_ties_and_nan_like_torch(x64):
+@pytest.mark.parametrize("max_scan_taps", [16, 0], ids=["scan", "argmax"])
+def test_fast_max_pool_ties_and_nan_like_torch(x64, monkeypatch, max_scan_taps):
+    monkeypatch.setattr(max_pool_module, "MAX_SCAN_TAPS", max_scan_taps)
     rng = np.random.default_rng(1)
     x = rng.integers(0, 3, size=(2, 3, 8, 6)).astype(np.float64)    # NCHW, many ties
     x[0, 0, 0, 1] = np.nan

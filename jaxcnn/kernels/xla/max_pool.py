@@ -8,13 +8,18 @@ windows that exist, is reshaped to ``(N, Ho, kh, Wo, kw, C)`` (NHWC; NCHW likewi
 so each kernel tap is a plain slice. Its gradient keeps, per window, the FIRST tap in
 row-major scan order equal to the maximum -- torch's tie rule; in a window holding
 NaNs (the max is NaN, as in torch) the last NaN in scan order, which is where torch's
-``val > max || isnan(val)`` scan ends. Every other geometry
+``val > max || isnan(val)`` scan ends. Windows of up to :data:`MAX_SCAN_TAPS` taps run
+torch's scan itself, tap by tap over those slices (one fused pass; 1.8x the arg-max
+form for fmnist_cnn's first pool's gradient, 1.8 vs 3.2 ms); larger ones move the taps
+last and take one arg-max reduction (a program that does not grow with the window). Every other geometry
 goes to the ``fallback`` given to :func:`max_pool_with` (``auto`` mode: the explicit
 tap-by-tap twin, measured 3.3x faster than autodiff on a 3x3/2 pad-1 pool).
 """
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -67,9 +72,54 @@ def _pool_fwd(x, kernel, axes):
     return _pool(x, kernel, axes), x
 
 
+# Windows of up to this many taps take the tap-by-tap scan (its program grows with the
+# taps; a global pool of a 56x56 map would be 3,136 steps), larger ones the arg-max.
+MAX_SCAN_TAPS = 16
+
+
 def _pool_bwd(kernel, axes, x, dy):
     crop, windowed, tap_axes = windowed_geometry(x.shape, kernel, axes)
     xw = crop_to(x, crop).reshape(windowed)
+    scan = math.prod(kernel) <= MAX_SCAN_TAPS
+    g = (_grad_by_scan if scan else _grad_by_argmax)(xw, dy, kernel, tap_axes, crop)
+    if crop != tuple(x.shape):
+        g = lax.pad(g, jnp.zeros((), g.dtype), [(0, n - c, 0) for n, c in zip(x.shape, crop)])
+    return (g,)
+
+
+def _grad_by_scan(xw, dy, kernel, tap_axes, crop):
+    """The gradient, windows of few taps: torch's scan over the taps as strided slices."""
+    taps = list(itertools.product(*(range(k) for k in kernel)))   # row-major scan order
+
+    def tap(t):   # the tap t of every window: a strided slice, shaped like dy
+        index = [slice(None)] * xw.ndim
+        for a, i in zip(tap_axes, t):
+            index[a] = i
+        return xw[tuple(index)]
+
+    # torch's scan, tap by tap: keep a tap when `v > best or isnan(v)` -- the first
+    # maximum, or the LAST NaN of a window holding NaNs. Elementwise over slices: XLA
+    # fuses the scan and the gradient's assembly into one pass over x and dy (no
+    # transpose of the windows, no arg-max reduction)
+    best, chosen = tap(taps[0]), jnp.zeros(dy.shape, jnp.int32)
+    for n, t in enumerate(taps[1:], 1):
+        v = tap(t)
+        take = (v > best) | jnp.isnan(v)
+        best, chosen = jnp.where(take, v, best), jnp.where(take, n, chosen)
+    zero = jnp.zeros((), dy.dtype)
+    pieces = {t: jnp.where(chosen == n, dy, zero) for n, t in enumerate(taps)}
+
+    def assemble(prefix):   # the taps stacked back at their axes; tap axis d sits at
+        d = len(prefix)     # tap_axes[d] - d while the d axes before it are not there yet
+        if d == len(kernel):
+            return pieces[prefix]
+        return jnp.stack([assemble(prefix + (i,)) for i in range(kernel[d])], axis=tap_axes[d] - d)
+
+    return assemble(()).reshape(crop)
+
+
+def _grad_by_argmax(xw, dy, kernel, tap_axes, crop):
+    """The gradient, windows of many taps: the taps moved last, one arg-max reduction."""
     # taps last, flattened in row-major scan order: (..., prod(kernel))
     taps_last = jnp.moveaxis(xw, tap_axes, tuple(range(xw.ndim - len(kernel), xw.ndim)))
     flat = taps_last.reshape(taps_last.shape[:-len(kernel)] + (-1,))
@@ -83,10 +133,7 @@ def _pool_bwd(kernel, axes, x, dy):
     chosen = jnp.where(jnp.any(nan, axis=-1), last_nan, first_max)
     hit = chosen[..., None] == lax.broadcasted_iota(chosen.dtype, flat.shape, flat.ndim - 1)
     g = jnp.where(hit, dy[..., None], jnp.zeros((), dy.dtype)).reshape(taps_last.shape)
-    g = jnp.moveaxis(g, tuple(range(xw.ndim - len(kernel), xw.ndim)), tap_axes).reshape(crop)
-    if crop != tuple(x.shape):
-        g = lax.pad(g, jnp.zeros((), g.dtype), [(0, n - c, 0) for n, c in zip(x.shape, crop)])
-    return (g,)
+    return jnp.moveaxis(g, tuple(range(xw.ndim - len(kernel), xw.ndim)), tap_axes).reshape(crop)
 
 
 _pool.defvjp(_pool_fwd, _pool_bwd)
