@@ -65,3 +65,10 @@ def test_dropout_masks_unchanged(rate):
     y = np.asarray(ops.dropout(key, x, rate, train=True))
     np.testing.assert_array_equal(y != 0, expected)
     np.testing.assert_allclose(y[expected], 1 / (1 - rate))
+
+
+def test_keep_mask_keeps_all_at_probability_one_and_none_at_zero():
+    key = jax.random.PRNGKey(1)
+    assert bool(ops.nn.keep_mask(key, 1.0, (3, 5)).all())
+    assert not bool(ops.nn.keep_mask(key, 0.0, (3, 5)).any())
+    assert ops.nn.keep_mask(key, 0.5, (7,)).dtype == jnp.bool_

@@ -119,10 +119,17 @@ def keep_mask(key, keep_prob: float, shape) -> jax.Array:
     finer than any dropout rate needs. Measured: fmnist_cnn's train step (3 dropout
     layers, batch 128) spent 23 ms of 243 in dropout with one draw per element.
     """
+    threshold = round(keep_prob * (1 << KEEP_BITS))
+    if threshold >= 1 << KEEP_BITS:   # keep everything (not representable in 16 bits)
+        return jnp.ones(shape, bool)
     size = int(np.prod(shape, dtype=np.int64))
     words = random.bits(key, ((size + 1) // 2,))   # jax.random.bits' words, one fused pass
-    halves = jnp.stack([words & 0xFFFF, words >> 16], axis=-1).reshape(-1)[:size].reshape(shape)
-    return halves < jnp.uint32(round(keep_prob * (1 << KEEP_BITS)))
+    # each word's low half, then its high half (a bitcast: the bytes' order on every
+    # little-endian backend): a dropout of (128, 14, 14, 32) 0.8 ms, against 7.5 ms when
+    # the halves were stacked from `w & 0xFFFF, w >> 16` (same mask; XLA:CPU fused that
+    # stack, the hash and the select into one slow loop)
+    halves = lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:size].reshape(shape)
+    return halves < jnp.uint16(threshold)
 
 
 def dropout(key, x, rate: float, *, train: bool):
