@@ -2,7 +2,7 @@
 
 ``FORMULATIONS[op][name]`` is a function with ``jaxcnn.ops.<op>``'s signature and
 values whose backward pass is one formulation: ``"fast"`` (:mod:`jaxcnn.kernels.xla`:
-arg-max max-pool backward, non-overlapping average pooling as a reshaped sum, fused BatchNorm backward, a narrow-input conv's shifted
+a non-overlapping max-pool's backward as torch's scan over strided taps, non-overlapping average pooling as a reshaped sum, fused BatchNorm backward, a narrow-input conv's shifted
 forward, depthwise convs as shifted multiply-adds, a strided transposed conv as matmul
 + overlap-add), ``"onednn"`` (a convolution on oneDNN's kernels,
 :mod:`jaxcnn.kernels.onednn`; for ``"conv_relu"`` -- not an op but a Conv layer and the
@@ -29,7 +29,8 @@ from ..backprop import twins
 from ..kernels import onednn, xla
 
 FORMULATIONS: dict[str, dict[str, Callable]] = {
-    # non-overlapping windows from the arg-max; other geometries: the tap-by-tap twin
+    # non-overlapping windows: torch's scan over the taps (<= 16), else the arg-max;
+    # other geometries: the tap-by-tap twin
     "max_pool": {"fast": xla.max_pool_with(twins.max_pool), "explicit": twins.max_pool},
     "batch_norm": {"fast": xla.batch_norm, "explicit": twins.batch_norm},
     # oneDNN's kernels where they apply (float32 channels-last on CPU), else "fast"
