@@ -32,7 +32,9 @@ FORMULATIONS: dict[str, dict[str, Callable]] = {
     # non-overlapping windows: torch's scan over the taps (<= 16), else the arg-max;
     # other geometries: the tap-by-tap twin
     "max_pool": {"fast": xla.max_pool_with(twins.max_pool), "explicit": twins.max_pool},
-    "batch_norm": {"fast": xla.batch_norm, "explicit": twins.batch_norm},
+    # training mode on oneDNN's primitives where they apply (float32 / bfloat16 channels
+    # last on CPU, no pmap axis), else "fast"
+    "batch_norm": {"onednn": onednn.batch_norm, "fast": xla.batch_norm, "explicit": twins.batch_norm},
     # oneDNN's kernels where they apply (float32 channels-last on CPU), else "fast"
     "conv": {"onednn": onednn.conv, "fast": xla.conv, "explicit": twins.conv},
     # a Conv layer followed by a ReLU layer in a ``serial`` (``dispatch.conv_relu``): bias
@@ -56,7 +58,7 @@ FORMULATIONS: dict[str, dict[str, Callable]] = {
 DEFAULT_TABLE: dict[str, str] = {
     "max_pool": "fast",
     "avg_pool": "fast",
-    "batch_norm": "fast",
+    "batch_norm": "onednn",
     "conv": "onednn",
     "conv_relu": "onednn",
     "conv_sigmoid": "onednn",

@@ -68,6 +68,10 @@ TARGETS = {
     "jaxcnn_onednn_conv_s8_fused": "JaxcnnOnednnConvS8Fused",
     "jaxcnn_onednn_matmul_s8_fused": "JaxcnnOnednnMatmulS8Fused",
     "jaxcnn_onednn_max_pool_s8": "JaxcnnOnednnMaxPoolS8",
+    "jaxcnn_onednn_batch_norm_forward": "JaxcnnOnednnBatchNormForward",
+    "jaxcnn_onednn_batch_norm_forward_bf16": "JaxcnnOnednnBatchNormForwardBf16",
+    "jaxcnn_onednn_batch_norm_backward": "JaxcnnOnednnBatchNormBackward",
+    "jaxcnn_onednn_batch_norm_backward_bf16": "JaxcnnOnednnBatchNormBackwardBf16",
 }
 COMPILE_TIMEOUT_S = 300
 CHECKSUM_SUFFIX = ".sha256"

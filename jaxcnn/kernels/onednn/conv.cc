@@ -37,6 +37,10 @@
 // tensor (the residual, result-shaped, or empty). JaxcnnOnednnMaxPoolS8 max-pools s8
 // between them. The fused plans keep their scratchpad and packed weights between calls
 // (packed weights per caller buffer, repacked only when its bytes change: PackedFor).
+//
+// Batch normalisation in training mode (JaxcnnOnednnBatchNorm{Forward,Backward}[Bf16],
+// below): not a convolution, but built into the same library so that one build, one
+// checksum and one loader serve every oneDNN handler.
 
 #include <condition_variable>
 #include <cstdint>
@@ -933,6 +937,124 @@ ffi::Error WeightBiasGrad(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::ResultBuffer
              dw->dimensions(), dy.untyped_data(), yd, geometry, kWithBias, db->untyped_data());
 }
 
+// ---- Batch normalisation, training (JaxcnnOnednnBatchNorm{Forward,Backward}[Bf16]) ----
+// x (N, *spatial, C) channels-last, 0-3 spatial dims; scale (gamma), shift (beta), mean and
+// variance are float32 (C,) whatever x's type. Forward: y = (x - mean) / sqrt(var + eps) *
+// scale + shift with the batch's mean and biased variance (returned for the running
+// statistics). Backward, from the forward's mean and variance: dx, dscale = sum(dy * xh),
+// dshift = sum(dy). oneDNN reads x twice for the statistics and once to normalise, and
+// the backward reads x and dy twice: fewer passes than XLA's separate fusions.
+struct BatchNormPlan {
+  memory::desc data, channel;
+  dnnl::primitive primitive;
+  memory::desc scratchpad;
+};
+
+// (N, *spatial, C), 2-5 dims (checked by CheckChannels), as oneDNN's channels-last desc.
+memory::desc BatchNormDataDesc(ffi::Span<const int64_t> dims, memory::data_type dt) {
+  size_t rank = dims.size();
+  memory::dims d = {dims[0], dims[rank - 1]};  // oneDNN's logical order: N, C, spatial
+  for (size_t i = 1; i + 1 < rank; ++i) d.push_back(dims[i]);
+  static const memory::format_tag tags[] = {memory::format_tag::nc, memory::format_tag::nwc,
+                                            memory::format_tag::nhwc, memory::format_tag::ndhwc};
+  return memory::desc(d, dt, tags[rank - 2]);
+}
+
+std::shared_ptr<BatchNormPlan> GetBatchNormPlan(bool backward, memory::data_type dt, ffi::Span<const int64_t> dims,
+                                                float eps) {
+  std::vector<int64_t> key = {backward, static_cast<int64_t>(dt)};
+  AppendKey(key, dims);
+  int32_t eps_bits;
+  std::memcpy(&eps_bits, &eps, sizeof eps_bits);
+  key.push_back(eps_bits);
+  return CachedPlan<BatchNormPlan>(key, [&]() -> std::shared_ptr<BatchNormPlan> {
+    auto plan = std::make_shared<BatchNormPlan>();
+    plan->data = BatchNormDataDesc(dims, dt);
+    plan->channel = memory::desc({dims[dims.size() - 1]}, memory::data_type::f32, memory::format_tag::a);
+    auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    auto forward = dnnl::batch_normalization_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_training, plan->data, plan->data, eps, flags, attr);
+    if (backward) {
+      auto pd = dnnl::batch_normalization_backward::primitive_desc(
+          Engine(), dnnl::prop_kind::backward, plan->data, plan->data, plan->data, eps, flags, forward, attr);
+      plan->primitive = dnnl::batch_normalization_backward(pd);
+      plan->scratchpad = pd.scratchpad_desc();
+    } else {
+      plan->primitive = dnnl::batch_normalization_forward(forward);
+      plan->scratchpad = forward.scratchpad_desc();
+    }
+    return plan;
+  });
+}
+
+ffi::Error CheckChannels(ffi::Span<const int64_t> dims, std::initializer_list<int64_t> counts) {
+  if (dims.size() < 2 || dims.size() > 5) {
+    return ffi::Error::InvalidArgument("jaxcnn oneDNN batch_norm: expected an input of 2-5 dims");
+  }
+  for (int64_t c : counts) {
+    if (c != dims.back()) return ffi::Error::InvalidArgument("jaxcnn oneDNN batch_norm: expected (C,) vectors");
+  }
+  return ffi::Error::Success();
+}
+
+template <ffi::DataType T>
+ffi::Error BatchNormForward(ffi::Buffer<T> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                            ffi::ResultBuffer<T> y, ffi::ResultBuffer<ffi::F32> mean,
+                            ffi::ResultBuffer<ffi::F32> variance, float eps) {
+  auto dims = x.dimensions();
+  auto ok = CheckChannels(dims, {scale.element_count(), shift.element_count(), mean->element_count(),
+                                 variance->element_count()});
+  if (ok.failure()) return ok;
+  return OnOnednnThread([&]() -> ffi::Error {
+    std::shared_ptr<BatchNormPlan> plan;
+    auto built = BuildPlan<std::exception>(plan, "batch_norm", [&] { return GetBatchNormPlan(false, OnednnType<T>(), dims, eps); });
+    if (built.failure()) return built;
+    auto& engine = Engine();
+    dnnl::stream stream(engine);
+    memory scratchpad(plan->scratchpad, engine);
+    plan->primitive.execute(stream, {{DNNL_ARG_SRC, memory(plan->data, engine, x.untyped_data())},
+                                     {DNNL_ARG_DST, memory(plan->data, engine, y->untyped_data())},
+                                     {DNNL_ARG_SCALE, memory(plan->channel, engine, scale.untyped_data())},
+                                     {DNNL_ARG_SHIFT, memory(plan->channel, engine, shift.untyped_data())},
+                                     {DNNL_ARG_MEAN, memory(plan->channel, engine, mean->untyped_data())},
+                                     {DNNL_ARG_VARIANCE, memory(plan->channel, engine, variance->untyped_data())},
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    stream.wait();
+    return ffi::Error::Success();
+  });
+}
+
+template <ffi::DataType T>
+ffi::Error BatchNormBackward(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::Buffer<ffi::F32> scale,
+                             ffi::Buffer<ffi::F32> mean, ffi::Buffer<ffi::F32> variance, ffi::ResultBuffer<T> dx,
+                             ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift, float eps) {
+  auto dims = x.dimensions();
+  auto ok = CheckChannels(dims, {scale.element_count(), mean.element_count(), variance.element_count(),
+                                 dscale->element_count(), dshift->element_count()});
+  if (ok.failure()) return ok;
+  return OnOnednnThread([&]() -> ffi::Error {
+    std::shared_ptr<BatchNormPlan> plan;
+    auto built = BuildPlan<std::exception>(plan, "batch_norm backward", [&] { return GetBatchNormPlan(true, OnednnType<T>(), dims, eps); });
+    if (built.failure()) return built;
+    auto& engine = Engine();
+    dnnl::stream stream(engine);
+    memory scratchpad(plan->scratchpad, engine);
+    plan->primitive.execute(stream, {{DNNL_ARG_SRC, memory(plan->data, engine, x.untyped_data())},
+                                     {DNNL_ARG_DIFF_DST, memory(plan->data, engine, dy.untyped_data())},
+                                     {DNNL_ARG_SCALE, memory(plan->channel, engine, scale.untyped_data())},
+                                     {DNNL_ARG_MEAN, memory(plan->channel, engine, mean.untyped_data())},
+                                     {DNNL_ARG_VARIANCE, memory(plan->channel, engine, variance.untyped_data())},
+                                     {DNNL_ARG_DIFF_SRC, memory(plan->data, engine, dx->untyped_data())},
+                                     {DNNL_ARG_DIFF_SCALE, memory(plan->channel, engine, dscale->untyped_data())},
+                                     {DNNL_ARG_DIFF_SHIFT, memory(plan->channel, engine, dshift->untyped_data())},
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    stream.wait();
+    return ffi::Error::Success();
+  });
+}
+
 }  // namespace
 
 #define JAXCNN_BIAS_FORWARD(name, T)                                  \
@@ -1041,3 +1163,31 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnMaxPoolS8, MaxPoolS8,
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Ret<ffi::Buffer<ffi::S8>>()
                                   .Attr<ffi::Span<const int64_t>>("window"));
+
+#define JAXCNN_BATCH_NORM_FORWARD(name, T)                            \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, BatchNormForward<T>,            \
+                                ffi::Ffi::Bind()                      \
+                                    .Arg<ffi::Buffer<T>>()            \
+                                    .Arg<ffi::Buffer<ffi::F32>>()     \
+                                    .Arg<ffi::Buffer<ffi::F32>>()     \
+                                    .Ret<ffi::Buffer<T>>()            \
+                                    .Ret<ffi::Buffer<ffi::F32>>()     \
+                                    .Ret<ffi::Buffer<ffi::F32>>()     \
+                                    .Attr<float>("eps"));
+JAXCNN_BATCH_NORM_FORWARD(JaxcnnOnednnBatchNormForward, ffi::DataType::F32)
+JAXCNN_BATCH_NORM_FORWARD(JaxcnnOnednnBatchNormForwardBf16, ffi::DataType::BF16)
+
+#define JAXCNN_BATCH_NORM_BACKWARD(name, T)                           \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, BatchNormBackward<T>,           \
+                                ffi::Ffi::Bind()                      \
+                                    .Arg<ffi::Buffer<T>>()            \
+                                    .Arg<ffi::Buffer<T>>()            \
+                                    .Arg<ffi::Buffer<ffi::F32>>()     \
+                                    .Arg<ffi::Buffer<ffi::F32>>()     \
+                                    .Arg<ffi::Buffer<ffi::F32>>()     \
+                                    .Ret<ffi::Buffer<T>>()            \
+                                    .Ret<ffi::Buffer<ffi::F32>>()     \
+                                    .Ret<ffi::Buffer<ffi::F32>>()     \
+                                    .Attr<float>("eps"));
+JAXCNN_BATCH_NORM_BACKWARD(JaxcnnOnednnBatchNormBackward, ffi::DataType::F32)
+JAXCNN_BATCH_NORM_BACKWARD(JaxcnnOnednnBatchNormBackwardBf16, ffi::DataType::BF16)

@@ -82,6 +82,20 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, *, train: b
                momentum: float = 0.1, eps: float = 1e-5, axis_name=None, layout: str = "NHWC"):
     """``jaxcnn.ops.batch_norm`` (same signature, same values, same running-statistics
     update) with the fused closed-form training backward."""
+    return training_batch_norm(
+        lambda x, gamma, beta, ch: _normalise(x, gamma, beta, float(eps), ch, axis_name),
+        x, running_mean, running_var, weight, bias, train=train, momentum=momentum, eps=eps,
+        axis_name=axis_name, layout=layout)
+
+
+def training_batch_norm(normalise, x, running_mean, running_var, weight=None, bias=None, *, train: bool = False,
+                        momentum: float = 0.1, eps: float = 1e-5, axis_name=None, layout: str = "NHWC",
+                        affine_dtype=None):
+    """``jaxcnn.ops.batch_norm`` whose training-mode normalisation is
+    ``normalise(x, gamma, beta, channel_axis) -> (y, batch mean, biased batch variance)``
+    (gamma and beta of ``affine_dtype``, default ``x``'s; ones / zeros when not given):
+    the op's checks and errors, its evaluation mode, and its running-statistics update
+    around it (shared by this module's and oneDNN's formulations)."""
     if not train or not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating) or x.ndim < 2:
         return ops.batch_norm(x, running_mean, running_var, weight, bias, train=train, momentum=momentum,
                               eps=eps, axis_name=axis_name, layout=layout)
@@ -93,9 +107,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, *, train: b
                    jax.ShapeDtypeStruct(x.shape, x.dtype),
                    *[None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)
                      for a in (running_mean, running_var, weight, bias)])
-    gamma = jnp.ones((c,), x.dtype) if weight is None else weight.astype(x.dtype)
-    beta = jnp.zeros((c,), x.dtype) if bias is None else bias.astype(x.dtype)
-    y, mean, var = _normalise(x, gamma, beta, float(eps), ch, axis_name)
+    dtype = x.dtype if affine_dtype is None else affine_dtype
+    gamma = jnp.ones((c,), dtype) if weight is None else weight.astype(dtype)
+    beta = jnp.zeros((c,), dtype) if bias is None else bias.astype(dtype)
+    y, mean, var = normalise(x, gamma, beta, ch)
     mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)
     if running_mean is None:
         return y, running_mean, running_var
