@@ -4,6 +4,8 @@ against float64 autodiff and torch, for 2-5-D channels-last inputs, with and wit
 affine parameters; bfloat16 against a float32 reference; other layouts, float64, a pmap
 axis and evaluation mode are the XLA formulation's; bad input fails with the op's errors;
 "auto" trains fmnist_cnn through it."""
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,14 @@ import torch
 from jaxcnn import dispatch, ops
 from jaxcnn.dispatch import backprop_mode
 from jaxcnn.kernels import onednn, xla
+
+bn_module = importlib.import_module("jaxcnn.kernels.onednn.batch_norm")   # the package exports the function
+
+
+@pytest.fixture
+def float32_taken(monkeypatch):
+    """Send float32 to the handlers too (by default only bfloat16 goes: TAKES)."""
+    monkeypatch.setattr(bn_module, "TAKES", (jnp.float32, jnp.bfloat16))
 
 from _parity import assert_close, to_first, to_last
 
@@ -39,7 +49,7 @@ def _data(shape, seed=0):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_matches_float64_autodiff_of_the_op(x64, shape):
+def test_matches_float64_autodiff_of_the_op(x64, float32_taken, shape):
     x, rm, rv, w, b, dy = _data(shape)
     f32 = [jnp.asarray(a, jnp.float32) for a in (x, rm, rv, w, b)]
     got, got_g = _run(onednn.batch_norm, *f32, jnp.asarray(dy, jnp.float32))
@@ -50,13 +60,13 @@ def test_matches_float64_autodiff_of_the_op(x64, shape):
         assert_close(g, r, RTOL, name)
 
 
-def test_is_the_onednn_primitive_where_it_applies():
+def test_is_the_onednn_primitive_where_it_applies(float32_taken):
     x = jnp.ones((4, 3, 3, 2), jnp.float32)
     text = jax.jit(jax.grad(lambda x: jnp.sum(onednn.batch_norm(x, None, None, train=True)[0] ** 2))).lower(x).as_text()
     assert "jaxcnn_onednn_batch_norm_forward" in text and "jaxcnn_onednn_batch_norm_backward" in text
 
 
-def test_without_affine_parameters_or_running_statistics(x64):
+def test_without_affine_parameters_or_running_statistics(x64, float32_taken):
     x, *_, dy = _data((6, 4, 4, 3), seed=1)
     got, _ = _run(lambda x, rm, rv, w, b, **kw: onednn.batch_norm(x, None, None, **kw),
                   jnp.asarray(x, jnp.float32), None, None, None, None, jnp.asarray(dy, jnp.float32))
@@ -66,7 +76,7 @@ def test_without_affine_parameters_or_running_statistics(x64):
     assert_close(got[0], want[0], RTOL, "y")
 
 
-def test_matches_torch_forward_backward_and_running_statistics():
+def test_matches_torch_forward_backward_and_running_statistics(float32_taken):
     x, rm, rv, w, b, dy = _data((8, 6, 5, 4), seed=2)
     tx = torch.tensor(to_first(x), dtype=torch.float64, requires_grad=True)
     tw = torch.tensor(w, requires_grad=True)
@@ -97,7 +107,7 @@ def test_bfloat16_against_float32_on_the_same_input():
 
 
 @pytest.mark.parametrize("case", ["nchw", "float64", "eval", "axis_name"])
-def test_other_cases_are_the_xla_formulation(x64, case):
+def test_other_cases_are_the_xla_formulation(x64, float32_taken, case):
     x, rm, rv, w, b, _ = _data((4, 5, 5, 3), seed=4)
     dtype = jnp.float64 if case == "float64" else jnp.float32
     x, rm, rv, w, b = (jnp.asarray(a, dtype) for a in (x, rm, rv, w, b))
@@ -118,7 +128,7 @@ def test_other_cases_are_the_xla_formulation(x64, case):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(r))
 
 
-def test_bad_input_fails_with_the_ops_errors():
+def test_bad_input_fails_with_the_ops_errors(float32_taken):
     x = jnp.ones((4, 3, 3, 2), jnp.float32)
     with pytest.raises(ValueError) as got:
         onednn.batch_norm(x, jnp.zeros(3), jnp.ones(3), train=True)
@@ -129,7 +139,14 @@ def test_bad_input_fails_with_the_ops_errors():
         onednn.batch_norm(x[:1, :1, :1], jnp.zeros(2), jnp.ones(2), train=True)   # one value per channel
 
 
-def test_auto_mode_trains_through_it_to_autodiffs_gradients():
+def test_float32_stays_xlas_by_default():
+    x = jnp.ones((4, 3, 3, 2), jnp.float32)
+    assert not onednn.batch_norm_applies(x) and onednn.batch_norm_applies(x.astype(jnp.bfloat16))
+    text = jax.jit(lambda x: onednn.batch_norm(x, None, None, train=True)[0]).lower(x).as_text()
+    assert "jaxcnn_onednn" not in text
+
+
+def test_auto_mode_trains_through_it_to_autodiffs_gradients(float32_taken):
     assert dispatch.DEFAULT_TABLE["batch_norm"] == "onednn"
     from jaxcnn.layers import BatchNorm, Conv, Relu
     from jaxcnn.combinators import serial
