@@ -52,3 +52,17 @@ def value_and_vjp(f):
         y, pull = jax.vjp(f, *args)
         return y, pull(dy)
     return jax.jit(run)
+
+
+def conv_arrays(rng, x_shape, w_shape, bias: bool, w_scale: float = 1.0):
+    """Standard-normal input, kernel (times ``w_scale``) and bias (None without one)."""
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape) * w_scale
+    return x, w, (rng.standard_normal(w_shape[-1]) if bias else None)
+
+
+def conv_vjp(fn, x, w, b, dy):
+    """``fn(x, w, b)``'s value and (dx, dw[, db]) for cotangent dy (no db without a bias),
+    one jitted program (:func:`value_and_vjp`)."""
+    if b is None:
+        return value_and_vjp(lambda x, w: fn(x, w, None))(x, w, dy)
+    return value_and_vjp(fn)(x, w, b, dy)

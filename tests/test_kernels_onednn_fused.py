@@ -26,7 +26,7 @@ from jaxcnn.layers.base import elementwise, tapping
 from jaxcnn.train import create_train_state, make_train_step
 from jaxcnn.ops.random import normal
 
-from _parity import assert_close, to_first, value_and_vjp
+from _parity import assert_close, conv_arrays, conv_vjp, to_first
 
 # float32 against float64: each output sums at most 3*3*6 = 54 products (the gradients a
 # few hundred), so float32 rounding stays near 1e-6 of the result's scale; 2e-5 (as in
@@ -57,19 +57,6 @@ def _reference(kw):
     return lambda x, w, b: ops.relu(ops.conv(x, w, b, **kw))
 
 
-def _arrays(rng, x_shape, w_shape, bias):
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    return x, w, (rng.standard_normal(w_shape[-1]) if bias else None)
-
-
-def _vjp(fn, x, w, b, dy):
-    """fn's value and (dx, dw[, db]) for cotangent dy (no db without a bias), one jitted
-    program (_parity.value_and_vjp)."""
-    if b is None:
-        return value_and_vjp(lambda x, w: fn(x, w, None))(x, w, dy)
-    return value_and_vjp(fn)(x, w, b, dy)
-
-
 def test_the_library_builds_and_loads():
     assert onednn.load(), onednn.reason()
 
@@ -77,12 +64,12 @@ def test_the_library_builds_and_loads():
 @pytest.mark.parametrize("x_shape,w_shape,kw,bias", CASES)
 def test_values_and_gradients_match_lax_in_float64(x_shape, w_shape, kw, bias, x64):
     rng = np.random.default_rng(0)
-    x, w, b = _arrays(rng, x_shape, w_shape, bias)
+    x, w, b = conv_arrays(rng, x_shape, w_shape, bias)
     f32 = [None if a is None else jnp.asarray(a, jnp.float32) for a in (x, w, b)]
     y = _fused(kw)(*f32)
     dy = rng.standard_normal(y.shape)
-    got_y, got = _vjp(_fused(kw), *f32, jnp.asarray(dy, jnp.float32))
-    ref_y, ref = _vjp(_reference(kw), *(None if a is None else jnp.asarray(a) for a in (x, w, b)), jnp.asarray(dy))
+    got_y, got = conv_vjp(_fused(kw), *f32, jnp.asarray(dy, jnp.float32))
+    ref_y, ref = conv_vjp(_reference(kw), *(None if a is None else jnp.asarray(a) for a in (x, w, b)), jnp.asarray(dy))
     assert y.dtype == jnp.float32 and ref_y.dtype == jnp.float64
     assert 0.2 < float(jnp.mean(ref_y > 0)) < 0.8          # the ReLU masks a real part of dy
     assert_close(got_y, ref_y, RTOL, "y")
@@ -93,14 +80,14 @@ def test_values_and_gradients_match_lax_in_float64(x_shape, w_shape, kw, bias, x
 
 def test_matches_torch_conv2d_relu_in_float64():
     rng = np.random.default_rng(1)
-    x, w, b = _arrays(rng, (3, 12, 10, 8), (3, 3, 4, 6), True)
+    x, w, b = conv_arrays(rng, (3, 12, 10, 8), (3, 3, 4, 6), True)
     kw = dict(stride=2, padding=1, dilation=(1, 2), groups=2)
     tx, tb = torch.tensor(to_first(x), requires_grad=True), torch.tensor(b, requires_grad=True)
     tw = torch.tensor(np.transpose(w, (3, 2, 0, 1)), requires_grad=True)
     ty = torch.relu(torch.nn.functional.conv2d(tx, tw, tb, stride=2, padding=(1, 1), dilation=(1, 2), groups=2))
     dy = rng.standard_normal(ty.shape)
     ty.backward(torch.tensor(dy))
-    y, (dx, dw, db) = _vjp(_fused(kw), *(jnp.asarray(a, jnp.float32) for a in (x, w, b)),
+    y, (dx, dw, db) = conv_vjp(_fused(kw), *(jnp.asarray(a, jnp.float32) for a in (x, w, b)),
                            jnp.asarray(np.moveaxis(dy, 1, -1), jnp.float32))
     assert_close(to_first(y), ty.detach().numpy(), RTOL, "y")
     assert_close(to_first(dx), tx.grad.numpy(), RTOL, "dx")
@@ -119,8 +106,8 @@ def test_the_derivative_at_zero_is_jax_nn_relus():
     pre = ops.conv(x, w, b, **kw)
     assert int(jnp.sum(pre == 0)) > 20
     dy = jnp.asarray(rng.standard_normal(pre.shape), jnp.float32)
-    got_y, got = _vjp(_fused(kw), x, w, b, dy)
-    ref_y, ref = _vjp(jax.jit(_reference(kw)), x, w, b, dy)
+    got_y, got = conv_vjp(_fused(kw), x, w, b, dy)
+    ref_y, ref = conv_vjp(jax.jit(_reference(kw)), x, w, b, dy)
     np.testing.assert_array_equal(got_y, ref_y)              # integer sums: exact in float32
     for g, r, name in zip(got, ref, ("dx", "dw", "db")):
         assert_close(g, r, RTOL, name)
@@ -130,12 +117,12 @@ def test_the_derivative_at_zero_is_jax_nn_relus():
                                                      ((16, 14, 14, 32), (3, 3, 32, 64), dict(padding=1), True)])
 def test_bfloat16_matches_a_float32_reference(x_shape, w_shape, kw, bias):
     rng = np.random.default_rng(3)
-    bf = [None if a is None else jnp.asarray(a, jnp.bfloat16) for a in _arrays(rng, x_shape, w_shape, bias)]
+    bf = [None if a is None else jnp.asarray(a, jnp.bfloat16) for a in conv_arrays(rng, x_shape, w_shape, bias)]
     f32 = [None if a is None else a.astype(jnp.float32) for a in bf]     # the same values exactly
     y = _fused(kw)(*bf)
     dy = jnp.asarray(rng.standard_normal(y.shape), jnp.bfloat16)
-    got_y, got = _vjp(_fused(kw), *bf, dy)
-    ref_y, ref = _vjp(_reference(kw), *f32, dy.astype(jnp.float32))
+    got_y, got = conv_vjp(_fused(kw), *bf, dy)
+    ref_y, ref = conv_vjp(_reference(kw), *f32, dy.astype(jnp.float32))
     assert got_y.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in got)
     assert_close(got_y.astype(jnp.float32), ref_y, BF16_RTOL, "y")
     for g, r, name in zip(got, ref, ("dx", "dw", "db")):
@@ -174,11 +161,11 @@ def test_the_bias_gradient_from_onednn_matches_too(dtype, rtol, monkeypatch):
     monkeypatch.setattr(fused_module, "BIAS_GRAD_IN_ONEDNN", True)
     x_shape, w_shape, kw, _ = CASES[1]
     rng = np.random.default_rng(4)
-    args = [jnp.asarray(a, dtype) for a in _arrays(rng, x_shape, w_shape, True)]
+    args = [jnp.asarray(a, dtype) for a in conv_arrays(rng, x_shape, w_shape, True)]
     dy = jnp.asarray(rng.standard_normal(jax.eval_shape(_reference(kw), *args).shape), dtype)
-    assert "weight_bias_grad" in jax.jit(lambda *a: _vjp(_fused(kw), *a, dy)[1]).lower(*args).as_text()
-    _, got = _vjp(_fused(kw), *args, dy)
-    _, ref = _vjp(_reference(kw), *(a.astype(jnp.float32) for a in args), dy.astype(jnp.float32))
+    assert "weight_bias_grad" in jax.jit(lambda *a: conv_vjp(_fused(kw), *a, dy)[1]).lower(*args).as_text()
+    _, got = conv_vjp(_fused(kw), *args, dy)
+    _, ref = conv_vjp(_reference(kw), *(a.astype(jnp.float32) for a in args), dy.astype(jnp.float32))
     for g, r, name in zip(got, ref, ("dx", "dw", "db")):
         assert_close(g.astype(jnp.float32), r, rtol, name)
 

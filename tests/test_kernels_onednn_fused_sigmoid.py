@@ -19,7 +19,7 @@ from jaxcnn.kernels import onednn
 from jaxcnn.layers import Activation, Conv, Dense, Flatten, recording
 from jaxcnn.train import create_train_state, make_train_step
 
-from _parity import assert_close, to_first, value_and_vjp
+from _parity import assert_close, conv_arrays, conv_vjp, to_first
 
 RTOL = 2e-5          # float32 against float64, as in test_kernels_onednn_fused.py
 BF16_RTOL = 1e-2     # one bfloat16 rounding of a float32 accumulation, as there
@@ -43,14 +43,7 @@ def _reference(kw):
 
 
 def _arrays(rng, x_shape, w_shape, bias):
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape) / 3   # pre-activations of a few units
-    return x, w, (rng.standard_normal(w_shape[-1]) if bias else None)
-
-
-def _vjp(fn, x, w, b, dy):
-    if b is None:
-        return value_and_vjp(lambda x, w: fn(x, w, None))(x, w, dy)
-    return value_and_vjp(fn)(x, w, b, dy)
+    return conv_arrays(rng, x_shape, w_shape, bias, w_scale=1 / 3)   # pre-activations of a few units
 
 
 @pytest.mark.parametrize("x_shape,w_shape,kw,bias", CASES)
@@ -59,8 +52,8 @@ def test_values_and_gradients_match_lax_in_float64(x_shape, w_shape, kw, bias, x
     x, w, b = _arrays(rng, x_shape, w_shape, bias)
     f32 = [None if a is None else jnp.asarray(a, jnp.float32) for a in (x, w, b)]
     dy = rng.standard_normal(jax.eval_shape(_fused(kw), *f32).shape)
-    got_y, got = _vjp(_fused(kw), *f32, jnp.asarray(dy, jnp.float32))
-    ref_y, ref = _vjp(_reference(kw), *(None if a is None else jnp.asarray(a) for a in (x, w, b)), jnp.asarray(dy))
+    got_y, got = conv_vjp(_fused(kw), *f32, jnp.asarray(dy, jnp.float32))
+    ref_y, ref = conv_vjp(_reference(kw), *(None if a is None else jnp.asarray(a) for a in (x, w, b)), jnp.asarray(dy))
     assert got_y.dtype == jnp.float32 and ref_y.dtype == jnp.float64
     assert 0.05 < float(jnp.std(ref_y))                  # not saturated: the derivative matters
     assert_close(got_y, ref_y, RTOL, "y")
@@ -78,7 +71,7 @@ def test_matches_torch_conv2d_sigmoid_in_float64():
     dy = rng.standard_normal(ty.shape)
     ty.backward(torch.tensor(dy))
     kw = dict(stride=2, padding=1, dilation=(1, 2), groups=2)
-    y, (dx, dw, db) = _vjp(_fused(kw), *(jnp.asarray(a, jnp.float32) for a in (x, w, b)),
+    y, (dx, dw, db) = conv_vjp(_fused(kw), *(jnp.asarray(a, jnp.float32) for a in (x, w, b)),
                            jnp.asarray(np.moveaxis(dy, 1, -1), jnp.float32))
     assert_close(to_first(y), ty.detach().numpy(), RTOL, "y")
     assert_close(to_first(dx), tx.grad.numpy(), RTOL, "dx")
@@ -92,8 +85,8 @@ def test_bfloat16_matches_a_float32_reference(x_shape, w_shape, kw, bias):
     bf = [None if a is None else jnp.asarray(a, jnp.bfloat16) for a in _arrays(rng, x_shape, w_shape, bias)]
     f32 = [None if a is None else a.astype(jnp.float32) for a in bf]
     dy = jnp.asarray(rng.standard_normal(jax.eval_shape(_fused(kw), *bf).shape), jnp.bfloat16)
-    got_y, got = _vjp(_fused(kw), *bf, dy)
-    ref_y, ref = _vjp(_reference(kw), *f32, dy.astype(jnp.float32))
+    got_y, got = conv_vjp(_fused(kw), *bf, dy)
+    ref_y, ref = conv_vjp(_reference(kw), *f32, dy.astype(jnp.float32))
     assert got_y.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in got)
     assert_close(got_y.astype(jnp.float32), ref_y, BF16_RTOL, "y")
     for g, r, name in zip(got, ref, ("dx", "dw", "db")):

@@ -999,6 +999,27 @@ ffi::Error CheckChannels(ffi::Span<const int64_t> dims, std::initializer_list<in
   return ffi::Error::Success();
 }
 
+// Runs the (backward or forward) batch-norm plan for these dims on the oneDNN thread;
+// `buffers`: (DNNL_ARG_*, the caller's data, true for a (C,) float32 vector).
+ffi::Error RunBatchNorm(bool backward, memory::data_type dt, ffi::Span<const int64_t> dims, float eps,
+                        const std::vector<std::tuple<int, void*, bool>>& buffers) {
+  return OnOnednnThread([&]() -> ffi::Error {
+    std::shared_ptr<BatchNormPlan> plan;
+    auto built = BuildPlan<std::exception>(plan, backward ? "batch_norm backward" : "batch_norm",
+                                           [&] { return GetBatchNormPlan(backward, dt, dims, eps); });
+    if (built.failure()) return built;
+    auto& engine = Engine();
+    dnnl::stream stream(engine);
+    std::unordered_map<int, memory> args = {{DNNL_ARG_SCRATCHPAD, memory(plan->scratchpad, engine)}};
+    for (const auto& [arg, data, channel] : buffers) {
+      args.emplace(arg, memory(channel ? plan->channel : plan->data, engine, data));
+    }
+    plan->primitive.execute(stream, args);
+    stream.wait();
+    return ffi::Error::Success();
+  });
+}
+
 template <ffi::DataType T>
 ffi::Error BatchNormForward(ffi::Buffer<T> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
                             ffi::ResultBuffer<T> y, ffi::ResultBuffer<ffi::F32> mean,
@@ -1007,23 +1028,11 @@ ffi::Error BatchNormForward(ffi::Buffer<T> x, ffi::Buffer<ffi::F32> scale, ffi::
   auto ok = CheckChannels(dims, {scale.element_count(), shift.element_count(), mean->element_count(),
                                  variance->element_count()});
   if (ok.failure()) return ok;
-  return OnOnednnThread([&]() -> ffi::Error {
-    std::shared_ptr<BatchNormPlan> plan;
-    auto built = BuildPlan<std::exception>(plan, "batch_norm", [&] { return GetBatchNormPlan(false, OnednnType<T>(), dims, eps); });
-    if (built.failure()) return built;
-    auto& engine = Engine();
-    dnnl::stream stream(engine);
-    memory scratchpad(plan->scratchpad, engine);
-    plan->primitive.execute(stream, {{DNNL_ARG_SRC, memory(plan->data, engine, x.untyped_data())},
-                                     {DNNL_ARG_DST, memory(plan->data, engine, y->untyped_data())},
-                                     {DNNL_ARG_SCALE, memory(plan->channel, engine, scale.untyped_data())},
-                                     {DNNL_ARG_SHIFT, memory(plan->channel, engine, shift.untyped_data())},
-                                     {DNNL_ARG_MEAN, memory(plan->channel, engine, mean->untyped_data())},
-                                     {DNNL_ARG_VARIANCE, memory(plan->channel, engine, variance->untyped_data())},
-                                     {DNNL_ARG_SCRATCHPAD, scratchpad}});
-    stream.wait();
-    return ffi::Error::Success();
-  });
+  return RunBatchNorm(false, OnednnType<T>(), dims, eps,
+                      {{DNNL_ARG_SRC, x.untyped_data(), false}, {DNNL_ARG_DST, y->untyped_data(), false},
+                       {DNNL_ARG_SCALE, scale.untyped_data(), true}, {DNNL_ARG_SHIFT, shift.untyped_data(), true},
+                       {DNNL_ARG_MEAN, mean->untyped_data(), true},
+                       {DNNL_ARG_VARIANCE, variance->untyped_data(), true}});
 }
 
 template <ffi::DataType T>
@@ -1034,25 +1043,13 @@ ffi::Error BatchNormBackward(ffi::Buffer<T> x, ffi::Buffer<T> dy, ffi::Buffer<ff
   auto ok = CheckChannels(dims, {scale.element_count(), mean.element_count(), variance.element_count(),
                                  dscale->element_count(), dshift->element_count()});
   if (ok.failure()) return ok;
-  return OnOnednnThread([&]() -> ffi::Error {
-    std::shared_ptr<BatchNormPlan> plan;
-    auto built = BuildPlan<std::exception>(plan, "batch_norm backward", [&] { return GetBatchNormPlan(true, OnednnType<T>(), dims, eps); });
-    if (built.failure()) return built;
-    auto& engine = Engine();
-    dnnl::stream stream(engine);
-    memory scratchpad(plan->scratchpad, engine);
-    plan->primitive.execute(stream, {{DNNL_ARG_SRC, memory(plan->data, engine, x.untyped_data())},
-                                     {DNNL_ARG_DIFF_DST, memory(plan->data, engine, dy.untyped_data())},
-                                     {DNNL_ARG_SCALE, memory(plan->channel, engine, scale.untyped_data())},
-                                     {DNNL_ARG_MEAN, memory(plan->channel, engine, mean.untyped_data())},
-                                     {DNNL_ARG_VARIANCE, memory(plan->channel, engine, variance.untyped_data())},
-                                     {DNNL_ARG_DIFF_SRC, memory(plan->data, engine, dx->untyped_data())},
-                                     {DNNL_ARG_DIFF_SCALE, memory(plan->channel, engine, dscale->untyped_data())},
-                                     {DNNL_ARG_DIFF_SHIFT, memory(plan->channel, engine, dshift->untyped_data())},
-                                     {DNNL_ARG_SCRATCHPAD, scratchpad}});
-    stream.wait();
-    return ffi::Error::Success();
-  });
+  return RunBatchNorm(true, OnednnType<T>(), dims, eps,
+                      {{DNNL_ARG_SRC, x.untyped_data(), false}, {DNNL_ARG_DIFF_DST, dy.untyped_data(), false},
+                       {DNNL_ARG_SCALE, scale.untyped_data(), true}, {DNNL_ARG_MEAN, mean.untyped_data(), true},
+                       {DNNL_ARG_VARIANCE, variance.untyped_data(), true},
+                       {DNNL_ARG_DIFF_SRC, dx->untyped_data(), false},
+                       {DNNL_ARG_DIFF_SCALE, dscale->untyped_data(), true},
+                       {DNNL_ARG_DIFF_SHIFT, dshift->untyped_data(), true}});
 }
 
 }  // namespace
