@@ -1,7 +1,8 @@
 """kernels.onednn.batch_norm: training-mode BatchNorm on oneDNN's primitives equals the op
 (values, batch statistics, running statistics, gradients of input, weight and bias)
 against float64 autodiff and torch, for 2-5-D channels-last inputs, with and without
-affine parameters; bfloat16 against a float32 reference; other layouts, float64, a pmap
+affine parameters, with float32's forward as by default (XLA's, exactly) or on oneDNN;
+bfloat16 against a float32 reference; other layouts, float64, a pmap
 axis and evaluation mode are the XLA formulation's; bad input fails with the op's errors;
 "auto" trains fmnist_cnn through it."""
 import importlib
@@ -19,10 +20,12 @@ from jaxcnn.kernels import onednn, xla
 bn_module = importlib.import_module("jaxcnn.kernels.onednn.batch_norm")   # the package exports the function
 
 
-@pytest.fixture
-def float32_taken(monkeypatch):
-    """Send float32 to the handlers too (by default only bfloat16 goes: TAKES)."""
-    monkeypatch.setattr(bn_module, "TAKES", (jnp.float32, jnp.bfloat16))
+@pytest.fixture(params=["xla forward", "onednn forward"])
+def forward(request, monkeypatch):
+    """float32's forward as by default (the XLA formulation's) or on oneDNN too."""
+    if request.param == "onednn forward":
+        monkeypatch.setattr(bn_module, "FORWARD_ON_ONEDNN", (jnp.float32, jnp.bfloat16))
+    return request.param
 
 from _parity import assert_close, to_first, to_last
 
@@ -49,7 +52,7 @@ def _data(shape, seed=0):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_matches_float64_autodiff_of_the_op(x64, float32_taken, shape):
+def test_matches_float64_autodiff_of_the_op(x64, forward, shape):
     x, rm, rv, w, b, dy = _data(shape)
     f32 = [jnp.asarray(a, jnp.float32) for a in (x, rm, rv, w, b)]
     got, got_g = _run(onednn.batch_norm, *f32, jnp.asarray(dy, jnp.float32))
@@ -60,13 +63,17 @@ def test_matches_float64_autodiff_of_the_op(x64, float32_taken, shape):
         assert_close(g, r, RTOL, name)
 
 
-def test_is_the_onednn_primitive_where_it_applies(float32_taken):
-    x = jnp.ones((4, 3, 3, 2), jnp.float32)
-    text = jax.jit(jax.grad(lambda x: jnp.sum(onednn.batch_norm(x, None, None, train=True)[0] ** 2))).lower(x).as_text()
-    assert "jaxcnn_onednn_batch_norm_forward" in text and "jaxcnn_onednn_batch_norm_backward" in text
+def test_is_the_onednn_primitive_where_it_applies(forward):
+    for dtype in (jnp.float32, jnp.bfloat16):
+        x = jnp.ones((4, 3, 3, 2), dtype)
+        text = jax.jit(jax.grad(lambda x: jnp.sum(onednn.batch_norm(x, None, None, train=True)[0] ** 2))).lower(
+            x).as_text()
+        assert "jaxcnn_onednn_batch_norm_backward" in text
+        on_onednn = dtype == jnp.bfloat16 or forward == "onednn forward"
+        assert ("jaxcnn_onednn_batch_norm_forward" in text) == on_onednn, dtype
 
 
-def test_without_affine_parameters_or_running_statistics(x64, float32_taken):
+def test_without_affine_parameters_or_running_statistics(x64, forward):
     x, *_, dy = _data((6, 4, 4, 3), seed=1)
     got, _ = _run(lambda x, rm, rv, w, b, **kw: onednn.batch_norm(x, None, None, **kw),
                   jnp.asarray(x, jnp.float32), None, None, None, None, jnp.asarray(dy, jnp.float32))
@@ -76,7 +83,7 @@ def test_without_affine_parameters_or_running_statistics(x64, float32_taken):
     assert_close(got[0], want[0], RTOL, "y")
 
 
-def test_matches_torch_forward_backward_and_running_statistics(float32_taken):
+def test_matches_torch_forward_backward_and_running_statistics(forward):
     x, rm, rv, w, b, dy = _data((8, 6, 5, 4), seed=2)
     tx = torch.tensor(to_first(x), dtype=torch.float64, requires_grad=True)
     tw = torch.tensor(w, requires_grad=True)
@@ -107,7 +114,7 @@ def test_bfloat16_against_float32_on_the_same_input():
 
 
 @pytest.mark.parametrize("case", ["nchw", "float64", "eval", "axis_name"])
-def test_other_cases_are_the_xla_formulation(x64, float32_taken, case):
+def test_other_cases_are_the_xla_formulation(x64, case):
     x, rm, rv, w, b, _ = _data((4, 5, 5, 3), seed=4)
     dtype = jnp.float64 if case == "float64" else jnp.float32
     x, rm, rv, w, b = (jnp.asarray(a, dtype) for a in (x, rm, rv, w, b))
@@ -128,7 +135,7 @@ def test_other_cases_are_the_xla_formulation(x64, float32_taken, case):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(r))
 
 
-def test_bad_input_fails_with_the_ops_errors(float32_taken):
+def test_bad_input_fails_with_the_ops_errors():
     x = jnp.ones((4, 3, 3, 2), jnp.float32)
     with pytest.raises(ValueError) as got:
         onednn.batch_norm(x, jnp.zeros(3), jnp.ones(3), train=True)
@@ -139,14 +146,14 @@ def test_bad_input_fails_with_the_ops_errors(float32_taken):
         onednn.batch_norm(x[:1, :1, :1], jnp.zeros(2), jnp.ones(2), train=True)   # one value per channel
 
 
-def test_float32_stays_xlas_by_default():
-    x = jnp.ones((4, 3, 3, 2), jnp.float32)
-    assert not onednn.batch_norm_applies(x) and onednn.batch_norm_applies(x.astype(jnp.bfloat16))
-    text = jax.jit(lambda x: onednn.batch_norm(x, None, None, train=True)[0]).lower(x).as_text()
-    assert "jaxcnn_onednn" not in text
+def test_float32_forward_is_the_xla_formulations_exactly():
+    x, rm, rv, w, b, _ = _data((8, 6, 6, 5), seed=5)
+    args = [jnp.asarray(a, jnp.float32) for a in (x, rm, rv, w, b)]
+    for g, r in zip(onednn.batch_norm(*args, train=True, eps=1e-3), xla.batch_norm(*args, train=True, eps=1e-3)):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(r))
 
 
-def test_auto_mode_trains_through_it_to_autodiffs_gradients(float32_taken):
+def test_auto_mode_trains_through_it_to_autodiffs_gradients(forward):
     assert dispatch.DEFAULT_TABLE["batch_norm"] == "onednn"
     from jaxcnn.layers import BatchNorm, Conv, Relu
     from jaxcnn.combinators import serial
