@@ -4,7 +4,7 @@
 values whose backward pass is one formulation: ``"fast"`` (:mod:`jaxcnn.kernels.xla`:
 a non-overlapping max-pool's backward as torch's scan over strided taps, non-overlapping average pooling as a reshaped sum, fused BatchNorm backward, a narrow-input conv's shifted
 forward, depthwise convs as shifted multiply-adds, a strided transposed conv as matmul
-+ overlap-add), ``"onednn"`` (a convolution on oneDNN's kernels,
++ overlap-add), ``"onednn"`` (a convolution or a training BatchNorm on oneDNN's kernels,
 :mod:`jaxcnn.kernels.onednn`; for ``"conv_relu"`` -- not an op but a Conv layer and the
 ReLU after it, see :func:`jaxcnn.dispatch.conv_relu` -- with the bias and ReLU fused, and
 likewise ``"conv_sigmoid"``; for
@@ -32,8 +32,8 @@ FORMULATIONS: dict[str, dict[str, Callable]] = {
     # non-overlapping windows: torch's scan over the taps (<= 16), else the arg-max;
     # other geometries: the tap-by-tap twin
     "max_pool": {"fast": xla.max_pool_with(twins.max_pool), "explicit": twins.max_pool},
-    # training mode on oneDNN's primitives where they apply (float32 / bfloat16 channels
-    # last on CPU, no pmap axis), else "fast"
+    # training mode on oneDNN's primitives where they apply (channels last on CPU, no pmap
+    # axis): bfloat16 both passes, float32 the backward after "fast"'s forward; else "fast"
     "batch_norm": {"onednn": onednn.batch_norm, "fast": xla.batch_norm, "explicit": twins.batch_norm},
     # oneDNN's kernels where they apply (float32 channels-last on CPU), else "fast"
     "conv": {"onednn": onednn.conv, "fast": xla.conv, "explicit": twins.conv},

@@ -11,8 +11,8 @@ NaNs (the max is NaN, as in torch) the last NaN in scan order, which is where to
 ``val > max || isnan(val)`` scan ends. Windows of up to :data:`MAX_SCAN_TAPS` taps run
 torch's scan itself, tap by tap over those slices (one fused pass; 1.8x the arg-max
 form for fmnist_cnn's first pool's gradient, 1.8 vs 3.2 ms); larger ones move the taps
-last and take one arg-max reduction (a program that does not grow with the window). Every other geometry
-goes to the ``fallback`` given to :func:`max_pool_with` (``auto`` mode: the explicit
+last and take one arg-max reduction (a program that does not grow with the window).
+Every other geometry goes to the ``fallback`` given to :func:`max_pool_with` (``auto`` mode: the explicit
 tap-by-tap twin, measured 3.3x faster than autodiff on a 3x3/2 pad-1 pool).
 """
 from __future__ import annotations
