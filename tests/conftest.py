@@ -36,3 +36,25 @@ def x64():
     """Run the test body with jax_enable_x64 on (float64 arrays), restored afterwards."""
     with jax.enable_x64(True):
         yield
+
+
+def _onednn_can(capability: str) -> None:
+    """Skip unless this CPU's oneDNN has ``capability`` (a function of
+    ``jaxcnn.kernels.onednn.isa``): these tests check oneDNN's own bfloat16 / int8 kernels,
+    which jaxcnn does not call on a CPU without them; tests/test_kernels_onednn_isa.py checks
+    what runs there instead, on every machine (``ONEDNN_MAX_CPU_ISA=AVX2``)."""
+    from jaxcnn.kernels.onednn import isa
+    if not getattr(isa, capability)():
+        pytest.skip(f"this CPU's oneDNN ISA is {isa.name()}: no {capability} kernels (jaxcnn runs XLA's here)")
+
+
+@pytest.fixture
+def onednn_bfloat16():
+    """Skip the test unless oneDNN runs bfloat16 natively here (``isa.bfloat16``)."""
+    _onednn_can("bfloat16")
+
+
+@pytest.fixture
+def onednn_exact_int8():
+    """Skip the test unless oneDNN's int8 products are exact here (``isa.exact_int8``)."""
+    _onednn_can("exact_int8")

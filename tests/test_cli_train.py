@@ -32,13 +32,16 @@ def test_default_run_reaches_97_percent_and_eval_reproduces_it(tmp_path, capsys)
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake CPU) devices")
-def test_short_sharded_bf16_run_with_options(tmp_path):
+def test_short_sharded_bf16_run_with_options(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--parallel", "sharded",
             "--precision", "bf16", "--optimizer", "momentum", "--schedule", "cosine", "--clip-norm", "1.0",
             "--label-smoothing", "0.1", "--augment", "crop", "--eval-every", "10", "--seed", "3",
             "--model-option", "hidden=(24,)", "--out", str(out), "--no-progress"]
     assert cli.main(args) == 0
+    from jaxcnn.kernels.onednn import isa
+    # the third line: where bfloat16 convolutions run on this CPU, and why
+    assert capsys.readouterr().err.splitlines()[2] == isa.describe_bfloat16()
     records = run_records(out)
     assert [r["step"] for r in records] == [10, 20, 22]
     assert all(RECORD_KEYS <= set(r) and np.isfinite(r["test_loss"]) for r in records)

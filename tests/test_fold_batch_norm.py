@@ -20,6 +20,7 @@ from jaxcnn import dispatch, models
 from jaxcnn.combinators import serial
 from jaxcnn.dispatch import backprop_mode
 from jaxcnn.kernels import onednn
+from jaxcnn.kernels.onednn import isa
 from jaxcnn.layers import BatchNorm, Conv, LayerError, Relu, recording
 from jaxcnn.layers.base import tapping
 from jaxcnn.models.common import conv_bn_act
@@ -171,7 +172,7 @@ def test_bfloat16_matches_a_float32_reference():
     y, _ = jax.jit(_auto(_eval(layer)))(*bf)
     ref, _ = _eval(layer)(*(_cast(t, jnp.float32) for t in bf))                # the same values exactly
     assert y.dtype == jnp.bfloat16
-    assert f"@{FUSED}_bf16(" in jax.jit(_auto(_eval(layer))).lower(*bf).as_text()
+    assert (f"@{FUSED}_bf16(" in jax.jit(_auto(_eval(layer))).lower(*bf).as_text()) == isa.bfloat16(), isa.name()
     assert_close(y.astype(jnp.float32), ref, BF16_RTOL)
 
 

@@ -20,6 +20,7 @@ import torch
 from jaxcnn import dispatch, ops
 from jaxcnn.dispatch import backprop_mode
 from jaxcnn.kernels import onednn
+from jaxcnn.kernels.onednn import isa
 
 from _parity import assert_close, to_first
 from test_kernels_onednn import CASES as FLOAT32_CASES
@@ -41,6 +42,7 @@ def test_the_library_builds_and_loads():
     assert onednn.load(), onednn.reason()
 
 
+@pytest.mark.usefixtures("onednn_bfloat16")
 @pytest.mark.parametrize("x_shape,w_shape,kw", CASES)
 def test_values_and_gradients_match_a_float32_reference(x_shape, w_shape, kw):
     rng = np.random.default_rng(0)
@@ -56,6 +58,7 @@ def test_values_and_gradients_match_a_float32_reference(x_shape, w_shape, kw):
         assert_close(got.astype(jnp.float32), ref, RTOL, name)
 
 
+@pytest.mark.usefixtures("onednn_bfloat16")
 def test_bias_and_custom_calls():
     rng = np.random.default_rng(1)
     (x, w, b), (x32, w32, b32) = _bf16_arrays(rng, (2, 6, 6, 3), (3, 3, 3, 4), (4,))
@@ -110,8 +113,8 @@ def test_a_float32_bias_on_bf16_input_runs_in_float32():
 
 
 def test_bf16_train_step_runs_onednn_and_tracks_float32():
-    """make_train_step(precision="bf16") under "auto": the convs are the bf16 (fused) custom calls,
-    parameters and optimiser state stay float32, and the first two losses and the first
+    """make_train_step(precision="bf16") under "auto": the convs are the bf16 (fused) custom calls
+    (on a CPU without native bfloat16, none: XLA's bfloat16 convolutions), parameters and optimiser state stay float32, and the first two losses and the first
     gradient norm track fp32's within 2% (bfloat16 activations through six layers; later
     steps of this tiny overfitting run amplify the difference -- the second gradient norm
     was 4% off -- so they are not compared)."""
@@ -131,7 +134,8 @@ def test_bf16_train_step_runs_onednn_and_tracks_float32():
         if precision == "bf16":
             text = step.lower(create_train_state(model, tx, jax.random.PRNGKey(0), (16, 28, 28, 1)), batch, jax.random.PRNGKey(1)).as_text()
             # fmnist_cnn's convs are each followed by a ReLU: the fused bf16 calls (test_kernels_onednn_fused.py)
-            assert "jaxcnn_onednn_conv_bias_forward_bf16" in text and "jaxcnn_onednn_conv_weight_grad_bf16" in text
+            on_onednn = "jaxcnn_onednn_conv_bias_forward_bf16" in text and "jaxcnn_onednn_conv_weight_grad_bf16" in text
+            assert on_onednn == isa.bfloat16() and (on_onednn or "_bf16" not in text), isa.name()
         ts = create_train_state(model, tx, jax.random.PRNGKey(0), (16, 28, 28, 1))
         losses[precision] = []
         for _ in range(2):
@@ -142,9 +146,9 @@ def test_bf16_train_step_runs_onednn_and_tracks_float32():
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=0.02)
 
 
-def test_auto_mode_sends_bf16_convs_to_onednn():
+def test_auto_mode_sends_bf16_convs_to_onednn_where_the_cpu_has_bfloat16():
     assert dispatch.DEFAULT_TABLE["conv"] == "onednn"
+    x, w = jnp.ones((2, 6, 6, 3), BF), jnp.ones((3, 3, 3, 4), BF)
     with backprop_mode("auto"):
-        text = str(jax.make_jaxpr(lambda x, w: dispatch.conv(x, w, padding=1))(jnp.ones((2, 6, 6, 3), BF),
-                                                                            jnp.ones((3, 3, 3, 4), BF)))
-    assert "jaxcnn_onednn_conv_forward_bf16" in text
+        text = str(jax.make_jaxpr(lambda x, w: dispatch.conv(x, w, padding=1))(x, w))
+    assert ("jaxcnn_onednn_conv_forward_bf16" in text) == isa.bfloat16() == onednn.applies(x, w), isa.name()

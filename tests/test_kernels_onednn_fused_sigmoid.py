@@ -80,6 +80,7 @@ def test_matches_torch_conv2d_sigmoid_in_float64():
 
 
 @pytest.mark.parametrize("x_shape,w_shape,kw,bias", [CASES[0], CASES[1], CASES[-1]])
+@pytest.mark.usefixtures("onednn_bfloat16")
 def test_bfloat16_matches_a_float32_reference(x_shape, w_shape, kw, bias):
     rng = np.random.default_rng(3)
     bf = [None if a is None else jnp.asarray(a, jnp.bfloat16) for a in _arrays(rng, x_shape, w_shape, bias)]

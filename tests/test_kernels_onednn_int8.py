@@ -4,7 +4,10 @@ not rounding), and the int8 inference path of compress takes them on CPU with re
 identical to the lax integer path it replaces. The fused calls (rescale, epilogue and
 the next input's quantisation inside oneDNN) equal the same float32 ops in XLA on those
 integers to float rounding, within one quantisation step for an int8 result; the fused
-network equals the unfused one and fake_int8_apply within the same bounds."""
+network equals the unfused one and fake_int8_apply within the same bounds. The products'
+tests need a CPU on which oneDNN's int8 sums are exact (VNNI / AMX: the
+``onednn_exact_int8`` fixture); elsewhere jaxcnn keeps lax's integer ops, which
+tests/test_kernels_onednn_isa.py checks on every machine."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +42,7 @@ def test_the_library_builds_and_loads():
     assert onednn.load(), onednn.reason()
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 @pytest.mark.parametrize("x_shape,w_shape,stride,pads,dilation,groups", CASES)
 def test_conv_int8_is_lax_exactly(x_shape, w_shape, stride, pads, dilation, groups):
     rng = np.random.default_rng(0)
@@ -55,6 +59,7 @@ def test_conv_int8_is_lax_exactly(x_shape, w_shape, stride, pads, dilation, grou
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 @pytest.mark.parametrize("m,k,n", [(8, 33, 7), (128, 3136, 128), (1, 5, 1)])
 def test_matmul_int8_is_lax_exactly(m, k, n):
     rng = np.random.default_rng(1)
@@ -82,6 +87,7 @@ def _net():
                   ("flat", Flatten()), ("fc", Dense(5)))
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 @pytest.mark.slow   # the unfused path; its products are each checked against lax above, by default
 def test_int8_inference_takes_onednn_and_equals_the_lax_integer_path(monkeypatch):
     net = _net()
@@ -154,6 +160,7 @@ def _assert_fused_equals(ours, ref, out_scale):
     assert diff.max() <= 1 and diff.mean() < 1e-3, (diff.max(), diff.mean())
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 @pytest.mark.parametrize("x_shape,w_shape,stride,pads,dilation,groups", CASES)
 def test_fused_conv_with_unit_scale_is_the_int32_sums_exactly(x_shape, w_shape, stride, pads, dilation, groups):
     rng = np.random.default_rng(3)
@@ -176,6 +183,7 @@ def _epilogue_params(shapes, ids, fast_ops=("bias", "relu", "mul", "add")):
                                    id=f"{name}-{'-'.join(ops) or 'none'}-{'s8' if int8_result else 'f32'}")
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 @pytest.mark.parametrize("case, ops, int8_result", list(_epilogue_params(
     [0, 1, 2, 3, 4], ["3x3", "grouped-strided", "depthwise", "1d", "3d"])))
 def test_fused_conv_epilogue_is_the_same_ops_in_xla(case, ops, int8_result):
@@ -193,6 +201,7 @@ def test_fused_conv_epilogue_is_the_same_ops_in_xla(case, ops, int8_result):
     _assert_fused_equals(ours, _reference_epilogue(acc, scale, ops, vectors, out_scale, tensor), out_scale)
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 @pytest.mark.parametrize("mkn, ops, int8_result", list(_epilogue_params(
     [(8, 33, 7), (128, 3136, 128)], ["8x33x7", "128x3136x128"])))
 def test_fused_matmul_epilogue_is_the_same_ops_in_xla(mkn, ops, int8_result):
@@ -208,6 +217,7 @@ def test_fused_matmul_epilogue_is_the_same_ops_in_xla(mkn, ops, int8_result):
     _assert_fused_equals(ours, _reference_epilogue(acc, scale, ops, vectors, out_scale, tensor), out_scale)
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 def test_fused_int8_result_saturates_and_rounds_half_to_even_like_quantize():
     """oneDNN's s8 destination: round half to even of v * (1 / scale), saturated to
     [-128, 127] -- compress.quantize's integers, ties and clipping included."""
@@ -310,6 +320,7 @@ def _calibrated(net, shape, batch=8, seed=0):
     return params, state, calib, compress.calibrate(net, params, state, calib)
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 def test_fused_network_equals_unfused_and_fake_quant_within_a_step():
     net = _net()
     params, state, calib, q = _calibrated(net, (10, 10, 3))
@@ -358,6 +369,7 @@ def _product_inputs(monkeypatch, fn, x):
     return np.asarray(out), [(k, np.asarray(a)) for (k, _), a in zip(seen, found)]
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 def test_int8_fmnist_cnn_is_fused_calls_within_a_step_of_fake_quant(monkeypatch):
     from jaxcnn import models
     model = models.create("fmnist_cnn")
@@ -386,6 +398,7 @@ def test_int8_fmnist_cnn_is_fused_calls_within_a_step_of_fake_quant(monkeypatch)
     np.testing.assert_array_equal(ours.argmax(-1), fake.argmax(-1))
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 def test_residual_network_fuses_the_shortcut_add_within_a_step_of_unfused(monkeypatch):
     """conv -> bn -> (+ shortcut) -> relu in one call: an identity shortcut and a 1x1
     convolution's (whose own batch norm is fused, its result the other's tensor)."""
@@ -415,6 +428,7 @@ def test_residual_network_fuses_the_shortcut_add_within_a_step_of_unfused(monkey
     assert np.abs(ours - unfused).max() <= 1e-2 * np.abs(unfused).max()
 
 
+@pytest.mark.usefixtures("onednn_exact_int8")
 def test_fused_calls_repack_weights_whose_bytes_changed():
     """The packed weights are reused per caller buffer only while it holds the same bytes:
     weights computed inside the program (XLA reuses its temporary buffers across calls),

@@ -87,9 +87,11 @@ def _int8_inference(run_dir, config, model, params, state, test):
 
     def forward(p, s, x):
         return C.int8_apply(model, qp, p, s, x)
-    # which integer kernels the program really calls (oneDNN's where they apply, lax's else)
+    # which kernels the program's integer products really call (oneDNN's where they apply,
+    # lax's else; oneDNN's int8 max pool, taken on any CPU, multiplies nothing)
     lowered = jax.jit(forward).lower(params, state, example).as_text()
-    kernels = "oneDNN" if "jaxcnn_onednn_" in lowered else "lax"
+    products = ("@jaxcnn_onednn_conv_forward_s8", "@jaxcnn_onednn_matmul_s8", "@jaxcnn_onednn_conv_s8")
+    kernels = "oneDNN" if any(p in lowered for p in products) else "lax"
     return f"int8 ({kernels})", {"forward": forward, "compiler_options": int8_compiler_options()}
 
 

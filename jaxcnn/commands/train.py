@@ -300,6 +300,9 @@ def _train(args, saved, extension) -> int:
         if jax.devices()[0].platform == "cpu":   # the second: which convolution backend, and why
             from ..kernels import onednn
             print(onednn.describe(args.backprop, dispatch.auto_table()["conv"]), file=sys.stderr)
+            if args.precision == "bf16" and args.backprop == "auto" and dispatch.auto_table()["conv"] == "onednn":
+                from ..kernels.onednn import isa
+                print(isa.describe_bfloat16(), file=sys.stderr)
     if proc == 0:  # the run's identity, written once, now that everything was validated
         if args.overwrite:
             moved = rundir.claim(out, resume=False, overwrite=True)

@@ -30,7 +30,7 @@ import numpy as np
 from jax import lax
 
 from ...ops.layout import channels_last
-from . import build
+from . import build, isa
 
 # the module, not the function the package exports under the same name
 _xla = importlib.import_module("jaxcnn.kernels.xla.batch_norm")
@@ -47,10 +47,13 @@ FORWARD_ON_ONEDNN: tuple = (jnp.bfloat16,)
 def applies(x, layout: str = "NHWC", axis_name=None) -> bool:
     """True when a training-mode :func:`batch_norm` of ``x`` runs on oneDNN (at least its
     backward; the forward too for :data:`FORWARD_ON_ONEDNN`): float32 or bfloat16,
-    channels last, 2-5 dims, no pmap axis, the library loaded."""
+    channels last, 2-5 dims, no pmap axis, the library loaded (bfloat16: on a CPU with
+    native bfloat16, :func:`.isa.bfloat16`)."""
     if axis_name is not None or not hasattr(x, "dtype") or x.dtype not in DTYPES:
         return False
     if not 2 <= x.ndim <= 5 or 0 in x.shape or not (x.ndim == 2 or channels_last(layout)):
+        return False
+    if x.dtype == jnp.bfloat16 and not isa.bfloat16():
         return False
     return build.load()
 

@@ -82,7 +82,7 @@ TRANSIENT = ("No space left on device", "Disk quota exceeded", "File size limit 
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_state: dict = {"loaded": None, "reason": None, "path": None}
+_state: dict = {"loaded": None, "reason": None, "path": None, "library": None}
 
 
 class BuildError(OSError):
@@ -331,8 +331,14 @@ def _load() -> bool:
     except (OSError, subprocess.SubprocessError, AttributeError) as e:
         _state["reason"] = f"oneDNN convolution unavailable: {' '.join(str(e).split())}"
         return False
-    _state["path"] = path
+    _state["path"], _state["library"] = path, lib
     return True
+
+
+def library():
+    """The loaded library's ``ctypes`` handle (oneDNN's own functions are found through it,
+    by ``dlsym`` of its dependencies); None unless :func:`load` returned True."""
+    return _state["library"] if load() else None
 
 
 def reason() -> str | None:

@@ -11,7 +11,7 @@ first use by :mod:`.build`), tied together by a ``custom_vjp``; an input gradien
 nobody needs (a first layer's) is dropped by XLA like any unused result.
 
 Taken when (:func:`applies`): the library loaded, float32 or bfloat16 (input and kernel
-of the same dtype), channels-last layout, zero padding mode, 1-3 spatial dimensions.
+of the same dtype; bfloat16 only on a CPU with native bfloat16, :mod:`.isa`), channels-last layout, zero padding mode, 1-3 spatial dimensions.
 bfloat16 (``make_train_step(precision="bf16")``) runs oneDNN's bfloat16 kernels (AMX or
 AVX512-BF16 where the CPU has them) with float32 accumulation; its results and gradients
 are bfloat16, the weight gradient rounded once from float32. Anything else -- float64
@@ -34,7 +34,7 @@ from ...ops.layout import channels_last
 from ...ops.shapes import conv_output_size
 from ..xla.checked import check, finish
 from ..xla.conv import conv as fast_conv, lax_conv
-from . import build
+from . import build, isa
 
 
 def geometry_attribute(groups, stride, dilation, pads) -> np.ndarray:
@@ -93,14 +93,14 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def applies(x, w, layout: str = "NHWC", padding_mode: str = "zeros") -> bool:
     """True when :func:`conv` runs oneDNN for these arguments: the library loads, and
-    non-empty float32 or bfloat16 (both of one dtype) channels-last input with 1-3
-    spatial dims and zero padding mode."""
+    non-empty float32 or bfloat16 (both of one dtype; bfloat16 where the CPU has it,
+    :func:`.isa.bfloat16`) channels-last input with 1-3 spatial dims and zero padding mode."""
     if not (hasattr(x, "shape") and hasattr(w, "shape")) or not channels_last(layout) or padding_mode != "zeros":
         return False
     dtype = jnp.result_type(x, w)
     if not 3 <= w.ndim <= 5 or dtype not in DTYPES or 0 in (*x.shape, *w.shape):
         return False
-    if dtype == jnp.bfloat16 and not (jnp.result_type(x) == jnp.result_type(w) == jnp.bfloat16):
+    if dtype == jnp.bfloat16 and not (jnp.result_type(x) == jnp.result_type(w) == jnp.bfloat16 and isa.bfloat16()):
         return False
     return build.load()
 

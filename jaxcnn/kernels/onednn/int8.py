@@ -20,8 +20,9 @@ fmnist_cnn's int8 pass took 9.2 ms against PyTorch's 7.5 ms with 5.2 ms in oneDN
 int8 reduce_window is slower than its float32 one), exact.
 
 Taken when (:func:`conv_applies` / :func:`matmul_applies` / :func:`max_pool_applies`): the
-library loaded, int8 operands, the CPU platform, and for the convolution channels-last
-input ``(N, *spatial, C)``, a kernel ``(*kernel, C/groups, O)``, 1-3 spatial dims, no input
+library loaded, int8 operands, the CPU platform, for the products a CPU on which they
+are exact (VNNI or AMX, :func:`.isa.exact_int8`; the pool only compares, exact on any),
+and for the convolution channels-last input ``(N, *spatial, C)``, a kernel ``(*kernel, C/groups, O)``, 1-3 spatial dims, no input
 dilation and non-negative padding; for the matrix product ``(M, K) x (K, N)``; for the
 pool a spatial window on channels-last input with padding inside the window. Otherwise
 the callers (:func:`jaxcnn.compress.int8_apply`) keep lax's integer ops.
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...ops.shapes import conv_output_size
-from . import build
+from . import build, isa
 from .conv import geometry_attribute, output_shape
 
 
@@ -50,7 +51,7 @@ def conv_applies(x, w, *, lhs_dilation=None, pads=()) -> bool:
         return False
     if any(d != 1 for d in (lhs_dilation or ())) or any(lo < 0 or hi < 0 for lo, hi in pads):
         return False
-    return _on_cpu() and build.load()
+    return _on_cpu() and build.load() and isa.exact_int8()
 
 
 def matmul_applies(a, b) -> bool:
@@ -59,7 +60,7 @@ def matmul_applies(a, b) -> bool:
         return False
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or 0 in (*a.shape, *b.shape):
         return False
-    return _on_cpu() and build.load()
+    return _on_cpu() and build.load() and isa.exact_int8()
 
 
 def conv_int8(x, w, *, stride, pads, dilation, groups: int = 1):
