@@ -11,7 +11,8 @@ first use by :mod:`.build`), tied together by a ``custom_vjp``; an input gradien
 nobody needs (a first layer's) is dropped by XLA like any unused result.
 
 Taken when (:func:`applies`): the library loaded, float32 or bfloat16 (input and kernel
-of the same dtype; bfloat16 only on a CPU with native bfloat16, :mod:`.isa`), channels-last layout, zero padding mode, 1-3 spatial dimensions.
+of the same dtype; bfloat16 only on a CPU with native bfloat16, :mod:`.isa`),
+channels-last layout, zero padding mode, 1-3 spatial dimensions.
 bfloat16 (``make_train_step(precision="bf16")``) runs oneDNN's bfloat16 kernels (AMX or
 AVX512-BF16 where the CPU has them) with float32 accumulation; its results and gradients
 are bfloat16, the weight gradient rounded once from float32. Anything else -- float64

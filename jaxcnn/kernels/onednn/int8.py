@@ -22,8 +22,8 @@ int8 reduce_window is slower than its float32 one), exact.
 Taken when (:func:`conv_applies` / :func:`matmul_applies` / :func:`max_pool_applies`): the
 library loaded, int8 operands, the CPU platform, for the products a CPU on which they
 are exact (VNNI or AMX, :func:`.isa.exact_int8`; the pool only compares, exact on any),
-and for the convolution channels-last input ``(N, *spatial, C)``, a kernel ``(*kernel, C/groups, O)``, 1-3 spatial dims, no input
-dilation and non-negative padding; for the matrix product ``(M, K) x (K, N)``; for the
+and for the convolution channels-last input ``(N, *spatial, C)``, a kernel ``(*kernel,
+C/groups, O)``, 1-3 spatial dims, no input dilation and non-negative padding; for the matrix product ``(M, K) x (K, N)``; for the
 pool a spatial window on channels-last input with padding inside the window. Otherwise
 the callers (:func:`jaxcnn.compress.int8_apply`) keep lax's integer ops.
 """

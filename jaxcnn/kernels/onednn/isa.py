@@ -1,7 +1,8 @@
 """What this CPU lets oneDNN do: its instruction set, as oneDNN itself reports it.
 
 Two of jaxcnn's oneDNN paths need more than AVX2, and on a CPU without it they are not
-taken (their callers keep XLA's ops, which give the same results):
+taken: their callers keep XLA's ops (bfloat16: the same function to bfloat16's rounding;
+int8: the same integers, exactly):
 
 * **bfloat16** (:func:`bfloat16`): oneDNN's bfloat16 convolutions, their gradients and
   batch normalisation need AVX-512 with native bfloat16 (``avx512_core_bf16``: Cooper
@@ -40,7 +41,10 @@ def cpu_isa() -> int | None:
     """oneDNN's effective ISA (a ``dnnl_cpu_isa_t`` value), None when the library is not
     loaded."""
     lib = build.library()
-    return None if lib is None else int(lib.dnnl_get_effective_cpu_isa())
+    try:
+        return None if lib is None else int(lib.dnnl_get_effective_cpu_isa())
+    except AttributeError:      # a oneDNN without the query: take no path that needs more than AVX2
+        return None
 
 
 def _has(isa: int | None, bits: int) -> bool:
