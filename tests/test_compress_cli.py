@@ -11,7 +11,6 @@ from jaxcnn.kernels.onednn import isa
 from _helpers import records as run_records
 
 
-
 def int8_inference() -> str:
     """What eval reports: oneDNN's int8 kernels where their sums are exact (VNNI / AMX),
     else lax's integer ops."""

@@ -20,8 +20,7 @@ from jaxcnn import dispatch, models, ops
 from jaxcnn.combinators import serial
 from jaxcnn.dispatch import backprop_mode
 from jaxcnn.kernels import onednn
-from jaxcnn.kernels.onednn import isa
-from jaxcnn.kernels.onednn import fused as fused_module
+from jaxcnn.kernels.onednn import fused as fused_module, isa
 from jaxcnn.layers import Conv, Dense, Flatten, LayerError, Relu, recording
 from jaxcnn.layers.base import elementwise, tapping
 from jaxcnn.train import create_train_state, make_train_step

@@ -76,6 +76,7 @@ def _int8_inference(run_dir, config, model, params, state, test):
 
     from .. import compress as C
     from ..config import int8_compiler_options
+    from ..kernels.onednn import int8 as onednn_int8
     from ..train import rundir
     if config[rundir.COMPRESSED].get("quantize") != "int8":
         return "float", {}
@@ -88,10 +89,9 @@ def _int8_inference(run_dir, config, model, params, state, test):
     def forward(p, s, x):
         return C.int8_apply(model, qp, p, s, x)
     # which kernels the program's integer products really call (oneDNN's where they apply,
-    # lax's else; oneDNN's int8 max pool, taken on any CPU, multiplies nothing)
+    # lax's else)
     lowered = jax.jit(forward).lower(params, state, example).as_text()
-    products = ("@jaxcnn_onednn_conv_forward_s8", "@jaxcnn_onednn_matmul_s8", "@jaxcnn_onednn_conv_s8")
-    kernels = "oneDNN" if any(p in lowered for p in products) else "lax"
+    kernels = "oneDNN" if onednn_int8.calls_products(lowered) else "lax"
     return f"int8 ({kernels})", {"forward": forward, "compiler_options": int8_compiler_options()}
 
 

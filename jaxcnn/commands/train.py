@@ -299,8 +299,9 @@ def _train(args, saved, extension) -> int:
               f"{jax.devices()[0].platform} device(s){processes} -> {out}", file=sys.stderr)
         if jax.devices()[0].platform == "cpu":   # the second: which convolution backend, and why
             from ..kernels import onednn
-            print(onednn.describe(args.backprop, dispatch.auto_table()["conv"]), file=sys.stderr)
-            if args.precision == "bf16" and args.backprop == "auto" and dispatch.auto_table()["conv"] == "onednn":
+            conv_choice = dispatch.auto_table()["conv"]
+            print(onednn.describe(args.backprop, conv_choice), file=sys.stderr)
+            if args.precision == "bf16" and args.backprop == "auto" and conv_choice == "onednn":
                 from ..kernels.onednn import isa
                 print(isa.describe_bfloat16(), file=sys.stderr)
     if proc == 0:  # the run's identity, written once, now that everything was validated

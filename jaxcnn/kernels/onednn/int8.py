@@ -38,6 +38,17 @@ from . import build, isa
 from .conv import geometry_attribute, output_shape
 
 
+# the custom calls that multiply (the max pool only compares, and is taken on any CPU)
+PRODUCT_TARGETS = ("jaxcnn_onednn_conv_forward_s8", "jaxcnn_onednn_matmul_s8", "jaxcnn_onednn_conv_s8_fused",
+                   "jaxcnn_onednn_matmul_s8_fused")
+
+
+def calls_products(lowered_text: str) -> bool:
+    """True when a lowered (StableHLO) program multiplies int8 on oneDNN: it calls one of
+    :data:`PRODUCT_TARGETS`."""
+    return any(f"@{target}(" in lowered_text for target in PRODUCT_TARGETS)
+
+
 def _on_cpu() -> bool:
     return jax.default_backend() == "cpu"
 
