@@ -1,5 +1,6 @@
 """Saliency, integrated gradients, noise tunnel and occlusion vs Captum 0.9; properties."""
 import copy
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,13 @@ def test_integrated_gradients_rules(setup, method):
     ref64, _ = captum(copy.deepcopy(net).double(), torch.float64)
     ours, delta = inspect.integrated_gradients(model, params, state, x, jnp.asarray(TARGETS), baseline=base,
                                                steps=12, method=method, return_delta=True)
-    assert_near_float64(ours, nhwc(ref), nhwc(ref64))
+    assert_near_float64(ours, nhwc(ref), nhwc(ref64), ties=1)
+    with jax.enable_x64(True):
+        wide = functools.partial(jax.tree_util.tree_map, lambda a: jnp.asarray(a, jnp.float64))
+        ours64 = inspect.integrated_gradients(model, wide(params), wide(state), wide(x), jnp.asarray(TARGETS),
+                                              baseline=wide(base), steps=12, method=method)
+        assert ours64.dtype == jnp.float64
+    assert rel_err(ours64, nhwc(ref64)) < 1e-7
     np.testing.assert_allclose(delta, ref_delta.detach().numpy(), atol=1e-3 * float(jnp.max(jnp.abs(ours))) * 784)
 
 
