@@ -85,3 +85,35 @@ def test_below_the_isa_the_fallbacks_run_and_agree():
     r = subprocess.run([sys.executable, "-c", CAPPED], capture_output=True, text=True, timeout=300,
                        env=cli_env(ONEDNN_MAX_CPU_ISA="AVX2"))
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+NARROW = textwrap.dedent("""
+    import jax, jax.numpy as jnp
+    from jaxcnn.kernels import onednn
+    for width in (4, 16):
+        x, w = jnp.ones((2, width, width, 64), jnp.bfloat16), jnp.ones((3, 3, 64, 64), jnp.bfloat16)
+        f = lambda x, w: (onednn.conv(x, w, padding=1).astype(jnp.float32) ** 2).sum()
+        print("width", width, flush=True)
+        jax.block_until_ready(jax.jit(jax.grad(f, argnums=(0, 1)))(x, w))
+""")
+
+
+def test_narrow_rows_take_the_direct_bfloat16_kernel():
+    """On avx512_core_bf16 without AMX, a bfloat16 convolution whose output rows are under 8
+    wide runs oneDNN's jit_bf16 forward and backward data; wider ones keep brgconv (conv.cc:
+    PreferDirectBf16ForNarrowRows)."""
+    if isa.name() != "avx512_core_bf16":
+        pytest.skip(f"the rule is for avx512_core_bf16 (no AMX); this CPU's oneDNN ISA is {isa.name()}")
+    r = subprocess.run([sys.executable, "-c", NARROW], capture_output=True, text=True, timeout=300,
+                       env=cli_env(ONEDNN_VERBOSE="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    kernels, width = {}, None
+    for line in r.stdout.splitlines():
+        if line.startswith("width "):
+            width = int(line.split()[1])
+        elif line.startswith("onednn_verbose,exec,cpu,convolution,"):
+            impl, pass_ = line.split(",")[4:6]
+            kernels[width, pass_] = impl
+    for pass_ in ("forward_training", "backward_data"):
+        assert kernels[4, pass_].startswith("jit_bf16:"), kernels
+        assert "brgconv:avx512_core_bf16" in kernels[16, pass_], kernels

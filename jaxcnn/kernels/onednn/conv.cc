@@ -44,6 +44,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -236,6 +237,27 @@ enum EpilogueBits : int { kNone = 0, kWithBias = 1, kWithRelu = 2, kWithLogistic
 
 using Key = std::tuple<int, int, int, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>>;
 
+// oneDNN 3.2's bfloat16 convolution without AMX, brgconv:avx512_core_bf16 (its backward
+// data: brg_fwd:...+brgconv:avx512_core_bf16), multiplies a row of output pixels by the
+// weights per micro-kernel call; a row under 8 pixels wide leaves most of the kernel's
+// register tile idle. cifar_resnet18's 512-channel 3x3 convolutions on 4x4 maps ran its
+// forward in 38.9 ms a step and the direct jit_bf16 kernel in 24.1 (backward data 39.4
+// against 25.5); from 8 wide up brgconv was level or faster (docs/performance.md). So
+// there, and only there, take oneDNN's next jit_bf16 implementation when it has one.
+// `make` builds a fresh descriptor: next_impl() moves the one it is called on.
+constexpr int64_t kNarrowRow = 8;
+
+template <typename PD, typename Make>
+PD PreferDirectBf16ForNarrowRows(PD pd, int64_t out_width, Make&& make) {
+  auto impl = [](const PD& d) { return std::string(d.impl_info_str()); };
+  if (out_width >= kNarrowRow || impl(pd).find("brgconv:avx512_core_bf16") == std::string::npos) return pd;
+  PD other = make();
+  while (impl(other).rfind("jit_bf16:", 0) != 0) {
+    if (!other.next_impl()) return pd;
+  }
+  return other;
+}
+
 std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const int64_t> x_dims,
                                ffi::Span<const int64_t> w_dims, ffi::Span<const int64_t> y_dims, const Geometry& g,
                                int epilogue) {
@@ -272,22 +294,29 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const 
     fwd_attr.set_post_ops(ops);
   }
   // (also the backward passes' hint, which must describe the forward they differentiate)
-  auto fwd = with_bias ? dnnl::convolution_forward::primitive_desc(
-                             engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                             plan->src, Any(plan->weights), plan->bias, plan->dst, g.stride, g.dilation, g.pad_lo,
-                             g.pad_hi, fwd_attr)
-                       : dnnl::convolution_forward::primitive_desc(
-                             engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                             plan->src, Any(plan->weights), plan->dst, g.stride, g.dilation, g.pad_lo, g.pad_hi,
-                             fwd_attr);
+  auto make_fwd = [&] {
+    return with_bias ? dnnl::convolution_forward::primitive_desc(
+                           engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                           plan->src, Any(plan->weights), plan->bias, plan->dst, g.stride, g.dilation, g.pad_lo,
+                           g.pad_hi, fwd_attr)
+                     : dnnl::convolution_forward::primitive_desc(
+                           engine, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                           plan->src, Any(plan->weights), plan->dst, g.stride, g.dilation, g.pad_lo, g.pad_hi,
+                           fwd_attr);
+  };
+  const int64_t out_width = y_dims[y_dims.size() - 2];
+  auto fwd = PreferDirectBf16ForNarrowRows(make_fwd(), out_width, make_fwd);
   if (pass == Pass::kForward) {
     plan->primitive_weights = fwd.weights_desc();
     plan->scratchpad = fwd.scratchpad_desc();
     plan->primitive = dnnl::convolution_forward(fwd);
   } else if (pass == Pass::kInputGrad) {
-    auto pd = dnnl::convolution_backward_data::primitive_desc(
-        engine, dnnl::algorithm::convolution_direct, plan->src, Any(plan->weights), plan->dst, g.stride,
-        g.dilation, g.pad_lo, g.pad_hi, fwd, attr);
+    auto make = [&] {
+      return dnnl::convolution_backward_data::primitive_desc(engine, dnnl::algorithm::convolution_direct,
+                                                             plan->src, Any(plan->weights), plan->dst, g.stride,
+                                                             g.dilation, g.pad_lo, g.pad_hi, fwd, attr);
+    };
+    auto pd = PreferDirectBf16ForNarrowRows(make(), out_width, make);
     plan->primitive_weights = pd.weights_desc();
     plan->scratchpad = pd.scratchpad_desc();
     plan->primitive = dnnl::convolution_backward_data(pd);
