@@ -23,6 +23,7 @@ from jax import lax
 from .. import dispatch
 from ..dispatch import DEFAULT_MODE, auto_choices, backprop_mode, check_mode
 from ..models.base import as_model
+from .grad_norm import global_norm
 from .state import TrainState
 
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
@@ -141,7 +142,7 @@ def make_train_step(model, loss: Callable, tx: optax.GradientTransformation, *, 
             grads = lax.pmean(grads, axis_name)
             new_state = lax.pmean(new_state, axis_name)
             metrics = lax.pmean(metrics, axis_name)
-        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["grad_norm"] = global_norm(grads)
         updates, opt_state = tx.update(grads, train_state.opt_state, train_state.params)
         params = optax.apply_updates(train_state.params, updates)
         return train_state.replace(params=params, state=new_state, opt_state=opt_state,
