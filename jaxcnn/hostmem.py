@@ -15,7 +15,8 @@ per-allocation ``mmap`` (``M_MMAP_MAX=0``) and no trimming of the heap's top
 and then recycles them. The cost: the process keeps its peak heap instead of returning
 freed memory to the system (a few times one step's temporaries), and threads share one
 malloc lock, which XLA's parallel compile contends for: mobilenet_v2's first step
-(batch 128) built in 5.3 s with the policy and 4.5 s without it on a 2-core AMD EPYC,
+(batch 128) built in 5.3 s with the policy and 4.5 s without it on a 2-core AMD EPYC
+(before ``train.grad_norm`` took ~350 kernels out of it),
 while cifar_resnet18's bfloat16 step ran 20% slower without one arena
 (``experiments/bench_compile.py``, docs/performance.md).
 

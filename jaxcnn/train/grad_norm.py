@@ -2,15 +2,15 @@
 
 ``optax.tree.norm`` reduces every leaf on its own: one squaring and one reduction per
 parameter array, each a kernel XLA:CPU compiles and launches. MobileNetV2 has 158
-parameter arrays, so its step held ~200 kernels for this one scalar (of 1,245), and
-most of them sum a bias or a BatchNorm scale of a few hundred numbers. Here the small
-leaves are concatenated and reduced as one array, and the large ones stay one
-reduction each: concatenating them too would copy every weight gradient and wait for
-the last of them (fmnist_cnn's step was ~3% slower that way, with its 401,408-weight
-fc1 in the copy). Measured (2-core AMD EPYC, one-off script, docs/performance.md):
-mobilenet_v2's first step compiled 0.5 s faster (2.09 against 2.57 s; 892 kernels),
-fmnist_cnn's step was 1.05x faster (6 interleaved process pairs), lenet5's and
-cifar_resnet18's level.
+parameter arrays, so its step held ~350 kernels for this one scalar (1,245 with them,
+892 without), most of them summing a bias or a BatchNorm scale of a few hundred numbers.
+Here the small leaves are concatenated and reduced as one array, and the large ones stay
+one reduction each: concatenating them too would copy every weight gradient and wait
+for the last of them (fmnist_cnn's step was ~3% slower that way, with its 401,408-weight
+fc1 in the copy). Measured on a 2-core AMD EPYC (docs/performance.md, "The gradient norm
+in fewer kernels"): mobilenet_v2's first step built in 4.3-4.6 s against 5.1-5.5 with
+the CLI's malloc policy; fmnist_cnn's step was 1.05x faster (6 interleaved process
+pairs), lenet5's and cifar_resnet18's level.
 """
 from __future__ import annotations
 
