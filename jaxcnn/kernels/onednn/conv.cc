@@ -44,7 +44,6 @@
 
 #include <condition_variable>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -244,14 +243,16 @@ using Key = std::tuple<int, int, int, std::vector<int64_t>, std::vector<int64_t>
 // forward in 38.9 ms a step and the direct jit_bf16 kernel in 24.1 (backward data 39.4
 // against 25.5); from 8 wide up brgconv was level or faster (docs/performance.md). So
 // there, and only there, take oneDNN's next jit_bf16 implementation when it has one.
-// `make` builds a fresh descriptor: next_impl() moves the one it is called on.
+// `make()` builds the descriptor, twice where the rule applies: next_impl() moves the one
+// it is called on, and oneDNN's first choice is kept when no jit_bf16 follows it.
 constexpr int64_t kNarrowRow = 8;
 
-template <typename PD, typename Make>
-PD PreferDirectBf16ForNarrowRows(PD pd, int64_t out_width, Make&& make) {
-  auto impl = [](const PD& d) { return std::string(d.impl_info_str()); };
+template <typename Make>
+auto PreferDirectBf16ForNarrowRows(int64_t out_width, Make&& make) {
+  auto pd = make();
+  auto impl = [](const decltype(pd)& d) { return std::string(d.impl_info_str()); };
   if (out_width >= kNarrowRow || impl(pd).find("brgconv:avx512_core_bf16") == std::string::npos) return pd;
-  PD other = make();
+  auto other = make();
   while (impl(other).rfind("jit_bf16:", 0) != 0) {
     if (!other.next_impl()) return pd;
   }
@@ -305,7 +306,7 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const 
                            fwd_attr);
   };
   const int64_t out_width = y_dims[y_dims.size() - 2];
-  auto fwd = PreferDirectBf16ForNarrowRows(make_fwd(), out_width, make_fwd);
+  auto fwd = PreferDirectBf16ForNarrowRows(out_width, make_fwd);
   if (pass == Pass::kForward) {
     plan->primitive_weights = fwd.weights_desc();
     plan->scratchpad = fwd.scratchpad_desc();
@@ -316,7 +317,7 @@ std::shared_ptr<Plan> MakePlan(Pass pass, memory::data_type dt, ffi::Span<const 
                                                              plan->src, Any(plan->weights), plan->dst, g.stride,
                                                              g.dilation, g.pad_lo, g.pad_hi, fwd, attr);
     };
-    auto pd = PreferDirectBf16ForNarrowRows(make(), out_width, make);
+    auto pd = PreferDirectBf16ForNarrowRows(out_width, make);
     plan->primitive_weights = pd.weights_desc();
     plan->scratchpad = pd.scratchpad_desc();
     plan->primitive = dnnl::convolution_backward_data(pd);
