@@ -69,7 +69,10 @@ def run_child(name: str, program: str, per_call: int, timeout: float) -> dict:
     add_xla_cpu_flags(env)
     env["JAX_ENABLE_COMPILATION_CACHE"] = "false"     # a cold compile, never one read from a cache
     cmd = [sys.executable, __file__, "--worker", program, "--model", name, "--steps-per-dispatch", str(per_call)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout {timeout}s"}
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -16,9 +16,9 @@ and then recycles them. The cost: the process keeps its peak heap instead of ret
 freed memory to the system (a few times one step's temporaries), and threads share one
 malloc lock, which XLA's parallel compile contends for: mobilenet_v2's first step
 (batch 128) built in 5.3 s with the policy and 4.5 s without it on a 2-core AMD EPYC
-(before ``train.grad_norm`` took ~350 kernels out of it),
-while cifar_resnet18's bfloat16 step ran 20% slower without one arena
-(``experiments/bench_compile.py``, docs/performance.md).
+(before ``train.grad_norm`` took ~350 kernels out of it), while cifar_resnet18's
+bfloat16 step ran 20% slower without one arena (``experiments/bench_compile.py``,
+docs/performance.md).
 
 It acts on threads that allocate for the first time afterwards, so it has to run before
 jax starts its threads (before the first computation). The ``jaxcnn`` command calls it
